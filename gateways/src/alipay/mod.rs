@@ -1,0 +1,1 @@
+//! alipay: see the folder's files.

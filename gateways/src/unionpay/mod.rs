@@ -1,0 +1,1 @@
+//! unionpay: see the folder's files.

@@ -1,0 +1,1 @@
+//! wechatpay: see the folder's files.

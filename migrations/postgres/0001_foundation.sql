@@ -1,0 +1,204 @@
+-- 0001 foundation (PostgreSQL).
+-- Tenants, customer accounts, premises and meters (the seed records), the double-entry ledger,
+-- the audit log, idempotency keys, cron slots (job_runs) and the task queue.
+--
+-- Differences from the SQLite tree, and why:
+-- * TIMESTAMPTZ and DATE where SQLite stores RFC 3339 text; UUID where SQLite stores a BLOB.
+-- * BIGINT identities where SQLite uses INTEGER PRIMARY KEY.
+-- * Append-only and balance rules are PL/pgSQL trigger functions (SQLite: RAISE(ABORT) triggers).
+--   The rules are the same:
+--     - journal lines are inserted first, then their entry; inserting the entry checks that its
+--       lines number at least two and sum to zero; once the entry exists no line can be added;
+--       the deferred foreign key refuses, at commit, lines whose entry was never inserted;
+--     - nothing in the journal is ever updated, deleted or truncated.
+
+CREATE TABLE communities (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    timezone      TEXT NOT NULL DEFAULT 'Asia/Shanghai',
+    created_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT communities_code_key UNIQUE (code)
+);
+
+CREATE TABLE premises (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    community_id  BIGINT NOT NULL CONSTRAINT premises_community_fkey REFERENCES communities (id),
+    building      TEXT NOT NULL,
+    unit          TEXT NOT NULL,
+    door_no       TEXT NOT NULL,
+    kind          TEXT NOT NULL DEFAULT 'residential',
+    -- floor area in 1/100 m² (per-area charges)
+    area_m2_e2    BIGINT,
+    occupied      BOOLEAN NOT NULL DEFAULT TRUE,
+    created_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT premises_address_key UNIQUE (community_id, building, unit, door_no)
+);
+
+CREATE TABLE accounts (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    community_id  BIGINT NOT NULL CONSTRAINT accounts_community_fkey REFERENCES communities (id),
+    premises_id   BIGINT CONSTRAINT accounts_premises_fkey REFERENCES premises (id),
+    code          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    phone         TEXT,
+    mobile        TEXT,
+    email         TEXT,
+    credit_rating TEXT NOT NULL DEFAULT 'normal',
+    payment_mode  TEXT NOT NULL DEFAULT 'postpaid' CONSTRAINT accounts_payment_mode_check CHECK (payment_mode IN ('postpaid', 'prepaid')),
+    status        TEXT NOT NULL DEFAULT 'active' CONSTRAINT accounts_status_check CHECK (status IN ('active', 'closed')),
+    created_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT accounts_code_key UNIQUE (community_id, code)
+);
+
+CREATE TABLE meters (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    community_id  BIGINT NOT NULL CONSTRAINT meters_community_fkey REFERENCES communities (id),
+    account_id    BIGINT CONSTRAINT meters_account_fkey REFERENCES accounts (id),
+    premises_id   BIGINT CONSTRAINT meters_premises_fkey REFERENCES premises (id),
+    meter_no      TEXT NOT NULL,
+    utility       TEXT NOT NULL CONSTRAINT meters_utility_check CHECK (utility IN ('electricity', 'water')),
+    model         TEXT,
+    digit_count   INTEGER NOT NULL CONSTRAINT meters_digit_count_check CHECK (digit_count BETWEEN 1 AND 12),
+    -- multiplier (CT ratio) in 1/10000
+    multiplier_e4 BIGINT NOT NULL DEFAULT 10000 CONSTRAINT meters_multiplier_check CHECK (multiplier_e4 > 0),
+    installed_on  DATE NOT NULL,
+    removed_on    DATE,
+    created_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT meters_number_key UNIQUE (utility, meter_no)
+);
+CREATE INDEX meters_account_idx ON meters (account_id);
+
+CREATE TABLE ledger_accounts (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code          TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    CONSTRAINT ledger_accounts_code_key UNIQUE (code)
+);
+
+CREATE TABLE journal_entries (
+    id              UUID PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    reference       TEXT NOT NULL,
+    memo            TEXT NOT NULL DEFAULT '',
+    accounting_date DATE NOT NULL,
+    posted_at       TIMESTAMPTZ NOT NULL,
+    created_by      TEXT NOT NULL,
+    CONSTRAINT journal_entries_kind_reference_key UNIQUE (kind, reference)
+);
+
+CREATE TABLE journal_lines (
+    id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entry_id          UUID NOT NULL CONSTRAINT journal_lines_entry_fkey REFERENCES journal_entries (id) DEFERRABLE INITIALLY DEFERRED,
+    line_no           INTEGER NOT NULL,
+    ledger_account_id BIGINT NOT NULL CONSTRAINT journal_lines_account_fkey REFERENCES ledger_accounts (id),
+    -- debit positive, credit negative
+    amount_fen        BIGINT NOT NULL CONSTRAINT journal_lines_amount_nonzero CHECK (amount_fen <> 0),
+    CONSTRAINT journal_lines_entry_line_key UNIQUE (entry_id, line_no)
+);
+CREATE INDEX journal_lines_account_idx ON journal_lines (ledger_account_id);
+
+CREATE FUNCTION journal_lines_entry_sealed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM journal_entries WHERE id = NEW.entry_id) THEN
+        RAISE EXCEPTION 'journal_entry_sealed: lines cannot be added to a posted journal entry'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER journal_lines_entry_sealed BEFORE INSERT ON journal_lines
+    FOR EACH ROW EXECUTE FUNCTION journal_lines_entry_sealed();
+
+CREATE FUNCTION journal_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n BIGINT;
+    total NUMERIC;
+BEGIN
+    SELECT COUNT(*), COALESCE(SUM(amount_fen), 0) INTO n, total FROM journal_lines WHERE entry_id = NEW.id;
+    IF n < 2 OR total <> 0 THEN
+        RAISE EXCEPTION 'journal_entry_unbalanced: a journal entry needs at least two lines summing to zero'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER journal_entries_balanced BEFORE INSERT ON journal_entries
+    FOR EACH ROW EXECUTE FUNCTION journal_entries_balanced();
+
+CREATE FUNCTION journal_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'journal_append_only: the journal is never updated or deleted; post a correcting entry'
+        USING ERRCODE = 'restrict_violation';
+END $$;
+CREATE TRIGGER journal_lines_no_change BEFORE UPDATE OR DELETE ON journal_lines
+    FOR EACH ROW EXECUTE FUNCTION journal_append_only();
+CREATE TRIGGER journal_entries_no_change BEFORE UPDATE OR DELETE ON journal_entries
+    FOR EACH ROW EXECUTE FUNCTION journal_append_only();
+CREATE TRIGGER journal_lines_no_truncate BEFORE TRUNCATE ON journal_lines
+    FOR EACH STATEMENT EXECUTE FUNCTION journal_append_only();
+CREATE TRIGGER journal_entries_no_truncate BEFORE TRUNCATE ON journal_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION journal_append_only();
+
+CREATE TABLE audit_log (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at            TIMESTAMPTZ NOT NULL,
+    actor         TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    subject_type  TEXT NOT NULL,
+    subject_id    TEXT NOT NULL,
+    before_json   TEXT,
+    after_json    TEXT,
+    reason        TEXT,
+    request_id    TEXT
+);
+CREATE INDEX audit_log_subject_idx ON audit_log (subject_type, subject_id);
+
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_append_only: the audit log is never updated or deleted'
+        USING ERRCODE = 'restrict_violation';
+END $$;
+CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+
+CREATE TABLE idempotency_keys (
+    scope           TEXT NOT NULL,
+    idem_key        TEXT NOT NULL,
+    request_hash    TEXT NOT NULL,
+    response_status INTEGER,
+    response_body   BYTEA,
+    created_at      TIMESTAMPTZ NOT NULL,
+    completed_at    TIMESTAMPTZ,
+    CONSTRAINT idempotency_keys_pkey PRIMARY KEY (scope, idem_key)
+);
+
+CREATE TABLE job_runs (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_name      TEXT NOT NULL,
+    scheduled_for TIMESTAMPTZ NOT NULL,
+    instance_id   TEXT NOT NULL,
+    started_at    TIMESTAMPTZ NOT NULL,
+    finished_at   TIMESTAMPTZ,
+    outcome       TEXT,
+    error         TEXT,
+    CONSTRAINT job_runs_slot_key UNIQUE (job_name, scheduled_for)
+);
+
+CREATE TABLE tasks (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind             TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    dedupe_key       TEXT,
+    status           TEXT NOT NULL DEFAULT 'queued' CONSTRAINT tasks_status_check CHECK (status IN ('queued', 'running', 'done', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL DEFAULT 10,
+    run_at           TIMESTAMPTZ NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at TIMESTAMPTZ,
+    last_error       TEXT,
+    created_at       TIMESTAMPTZ NOT NULL,
+    updated_at       TIMESTAMPTZ NOT NULL,
+    CONSTRAINT tasks_dedupe_key UNIQUE (dedupe_key)
+);
+CREATE INDEX tasks_ready_idx ON tasks (status, run_at);

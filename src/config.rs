@@ -1,0 +1,308 @@
+//! Configuration: defaults, then a TOML file (`--config FILE` or `METERPAY_CONFIG`), then
+//! environment variables `METERPAY_<SECTION>__<KEY>` (double underscore between section and
+//! key, e.g. `METERPAY_HTTP__LISTEN`), then `DATABASE_URL`. Every setting is listed in the
+//! README and in `deploy/meterpay.example.toml`.
+//!
+//! Secrets (database passwords inside URLs, keys) are held in [`secrecy::SecretString`] and never
+//! printed; [`Config::redacted`] is what the service logs at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Everything meterpay reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://PATH` (default `sqlite://data/meterpay.db`, created on first run) or `postgres://…`.
+    #[serde(serialize_with = "ser_secret")]
+    pub database_url: SecretString,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub jobs: JobsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL pool size, or the SQLite read pool size.
+    pub max_connections: u32,
+    /// Seconds to wait for a connection or (SQLite) a write lock.
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: String,
+    /// The URL residents and gateways reach this service at (pay links, notify URLs).
+    pub public_base_url: String,
+    /// Seconds before a request is answered 408.
+    pub request_timeout_secs: u64,
+    /// Seconds to let in-flight requests (callbacks) finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (structured, for production) or `pretty` (for a terminal).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `meterpay=debug,sqlx=warn`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Run the clock and the task workers in this process (`serve` and `demo`).
+    pub enabled: bool,
+    /// Task workers in this process.
+    pub workers: u32,
+    /// Milliseconds between polls when the queue is empty.
+    pub poll_interval_ms: u64,
+    /// Seconds a claimed task is leased before another worker may take it over.
+    pub lease_secs: i64,
+    /// First retry delay in seconds; doubles per attempt.
+    pub backoff_base_secs: i64,
+    /// Longest retry delay in seconds.
+    pub backoff_cap_secs: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: SecretString::from("sqlite://data/meterpay.db"),
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            jobs: JobsConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            max_connections: 10,
+            acquire_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_base_url: "http://127.0.0.1:8080".into(),
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            enabled: true,
+            workers: 2,
+            poll_interval_ms: 500,
+            lease_secs: 300,
+            backoff_base_secs: 10,
+            backoff_cap_secs: 3600,
+        }
+    }
+}
+
+fn ser_secret<S: serde::Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.expose_secret())
+}
+
+impl Config {
+    /// Load from defaults, the file (if given), and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        Self::load_from(
+            file,
+            // Only `METERPAY_<SECTION>__<KEY>` and `METERPAY_DATABASE_URL` are settings; other
+            // `METERPAY_*` variables (`METERPAY_CONFIG`, the test harness's
+            // `METERPAY_REQUIRE_POSTGRES`) are not, and must not be refused as unknown settings.
+            Env::prefixed("METERPAY_")
+                .filter(|k| k.as_str().contains("__") || k == "DATABASE_URL")
+                .split("__"),
+            Env::raw().only(&["DATABASE_URL"]),
+        )
+    }
+
+    fn load_from(file: Option<&Path>, env: Env, db_env: Env) -> Result<Config, Box<figment::Error>> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Box::new(figment::Error::from(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                ))));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(env)
+            .merge(db_env.map(|_| "database_url".into()))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.http.listen.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "http.listen {:?} is not an address such as 127.0.0.1:8080: {e}",
+                self.http.listen
+            )
+        })
+    }
+
+    /// The configuration as JSON with the database password masked, for the start-up log.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["database_url"] = serde_json::Value::String(redact_url(self.database_url()));
+        v
+    }
+
+    /// Where a relative SQLite path lives (for messages).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.database_url()
+            .strip_prefix("sqlite://")
+            .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p)))
+    }
+}
+
+/// Hide the password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_sqlite_on_localhost() {
+        let c = Config::default();
+        assert_eq!(c.database_url(), "sqlite://data/meterpay.db");
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_then_environment_then_database_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "m.toml",
+                "database_url = \"sqlite://x.db\"\n[http]\nlisten = \"0.0.0.0:9000\"\n[jobs]\nworkers = 5\n",
+            )?;
+            jail.set_env("METERPAY_JOBS__WORKERS", "7");
+            // Not settings: the config file variable and the test harness's switch.
+            jail.set_env("METERPAY_REQUIRE_POSTGRES", "1");
+            jail.set_env("METERPAY_CONFIG", "m.toml");
+            let c = Config::load(Some(Path::new("m.toml"))).expect("loads");
+            assert_eq!(c.http.listen, "0.0.0.0:9000");
+            assert_eq!(c.jobs.workers, 7, "environment overrides the file");
+            assert_eq!(c.database_url(), "sqlite://x.db");
+            jail.set_env("DATABASE_URL", "postgres://u:secret@h/db");
+            let c = Config::load(Some(Path::new("m.toml"))).expect("loads");
+            assert_eq!(c.database_url(), "postgres://u:secret@h/db");
+            assert!(!c.redacted().to_string().contains("secret"), "password is masked");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_in_deploy_lists_every_setting_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/meterpay.example.toml");
+        let text = std::fs::read_to_string(&path).expect("deploy/meterpay.example.toml exists");
+        let from_file: Config = toml::from_str(&text).expect("the example parses");
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            defaults,
+            "example and defaults agree"
+        );
+        // Every key of the defaults appears in the file (no undocumented setting).
+        fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+            if let Some(map) = v.as_object() {
+                for (k, v) in map {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if v.is_object() {
+                        keys(v, &name, out)
+                    } else {
+                        out.push(name)
+                    }
+                }
+            }
+        }
+        let mut all = Vec::new();
+        keys(&defaults, "", &mut all);
+        let file_value: toml::Value = toml::from_str(&text).unwrap();
+        for k in all {
+            let mut cur = Some(&file_value);
+            for part in k.split('.') {
+                cur = cur.and_then(|c| c.get(part));
+            }
+            assert!(
+                cur.is_some(),
+                "setting {k} is missing from deploy/meterpay.example.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_settings_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[http]\nlistn = \"x\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(err.contains("listn"), "{err}");
+            assert!(Config::load(Some(Path::new("nope.toml"))).is_err());
+            jail.set_env("METERPAY_HTTP__LISTN", "x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("listn"),
+                "an unknown key in a known section is refused: {err}"
+            );
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,63 @@
+//! The HTTP surface: health, readiness, metrics, and (added by each step) the API, callbacks and
+//! pages. [`app`] builds the router from state so tests can serve it on port 0 or call it
+//! in-process; [`error::ApiError`] is the one place errors become HTTP responses.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod readings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// This process's id: the lease owner of its workers and the instance of its cron claims.
+    pub instance_id: Arc<str>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The application router with its middleware: request ids (taken from `x-request-id` or made
+/// up, and echoed back), a span per request carrying that id, a timeout, panic containment and
+/// request metrics.
+pub fn app(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.http.request_timeout_secs.max(1));
+    Router::new()
+        .merge(health::router())
+        .merge(metrics::router())
+        .merge(readings::router())
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,27 @@
+//! # meterpay
+//!
+//! Bills residents for water and electricity and gets them paid. The data walks one path, and
+//! each module owns one step of it (see `../shared/design.md` §1):
+//!
+//! ```text
+//! reading → usage → bill → order → callback → ledger → settlement → report
+//! ```
+//!
+//! - [`domain`]: pure types and rules (money, quantities, tariffs, …); no I/O.
+//! - [`store`]: persistence behind one [`store::Store`], on SQLite or PostgreSQL.
+//! - [`ledger`]: the double-entry journal; balances are derived from it.
+//! - [`jobs`]: the clock (cron slots claimed once) and the task queue (leases, retries).
+//! - [`http`]: the API, health, metrics.
+//! - [`config`], [`startup`], [`telemetry`]: wiring.
+
+pub mod billing;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod dunning;
+pub mod http;
+pub mod jobs;
+pub mod ledger;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

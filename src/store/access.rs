@@ -1,0 +1,71 @@
+//! Staff API tokens: stored as SHA-256, shown once.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::audit::{insert_audit, AuditRecord};
+use super::{in_tx, on_read, Store, StoreError};
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenOwner {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Store {
+    /// Create a token; returns the token text (shown once).
+    pub async fn create_api_token(
+        &self,
+        name: &str,
+        role: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        use rand::Rng;
+        let token = format!("mp_{}", hex::encode(rand::rng().random::<[u8; 24]>()));
+        let hash = token_hash(&token);
+        let what = "creating an API token";
+        in_tx!(self, what, |tx| {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(name)
+            .bind(role)
+            .bind(&hash)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+            let rec = AuditRecord {
+                actor: actor.into(),
+                action: "api_token.create".into(),
+                subject_type: "api_token".into(),
+                subject_id: id.to_string(),
+                before: None,
+                after: Some(serde_json::json!({"name": name, "role": role})),
+                reason: None,
+                request_id: None,
+            };
+            insert_audit!(&mut *tx, &rec, now)?;
+            Ok(token.clone())
+        })
+    }
+
+    pub async fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, TokenOwner>(
+                "SELECT id, name, role FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
+            )
+            .bind(token_hash(token))
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| StoreError::db("checking an API token", e))
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! Black-box suites, run on SQLite always and on PostgreSQL when `TEST_DATABASE_URL` is set.
+
+mod api_suite;
+mod helpers;
+mod jobs_suite;
+mod ledger_suite;
+mod readings_suite;
+mod store_suite;
