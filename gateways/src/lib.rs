@@ -2,6 +2,8 @@
 //! 5.1.0, spoken exactly.
 //!
 //! Layout (one folder per gateway, wire data apart from behaviour):
+//! - [`gateway`]: the one interface the service uses for every gateway ([`gateway::PaymentGateway`])
+//!   and the request/answer types in our terms.
 //! - [`crypto`]: RSA keys in every form the gateways hand out; SHA256withRSA sign/verify.
 //! - [`amount`]: fen inside, each gateway's unit only at its edge.
 //! - [`settlement`]: the normalised row every settlement-file parser produces.
@@ -16,6 +18,7 @@
 pub mod alipay;
 pub mod amount;
 pub mod crypto;
+pub mod gateway;
 pub mod outcome;
 pub mod settlement;
 pub mod unionpay;
