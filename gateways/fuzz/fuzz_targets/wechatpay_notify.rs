@@ -1,0 +1,5 @@
+#![no_main]
+// PLACEHOLDER: replaced by the wechatpay_notify target (see gateways/fuzz/Cargo.toml).
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|_data: &[u8]| {});
