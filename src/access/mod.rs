@@ -18,7 +18,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
@@ -108,7 +107,8 @@ pub fn check_new_password(name: &UserName, password: &str) -> Result<(), String>
 
 /// Hash a password into an argon2id PHC string.
 pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
+    use rand::Rng;
+    let salt = SaltString::encode_b64(&rand::rng().random::<[u8; 16]>()).map_err(|e| format!("making a salt: {e}"))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())

@@ -370,7 +370,16 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for CsrfForm<T> {
     }
 }
 
-/// The peer address, when the server was started with connect info.
-pub fn peer_addr(parts_ext: &axum::http::Extensions) -> Option<SocketAddr> {
-    parts_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+/// The caller's address as [`source_address`] decides it (peer, or `X-Forwarded-For` when
+/// trusted), for lock-out and the audit log.
+#[derive(Debug, Clone)]
+pub struct SourceAddr(pub String);
+
+impl FromRequestParts<AppState> for SourceAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        Ok(SourceAddr(source_address(&parts.headers, peer, &state.config.access)))
+    }
 }

@@ -425,16 +425,28 @@ impl Store {
         let what = "ending a staff session";
         let hash = token_hash(token);
         in_tx!(self, what, |tx| {
-            let ended: Option<(i64, String)> = sqlx::query_as(
-                "UPDATE staff_sessions SET revoked_at = $2 FROM staff_users u \
-                 WHERE staff_sessions.token_sha256 = $1 AND staff_sessions.revoked_at IS NULL \
-                 AND u.id = staff_sessions.user_id RETURNING staff_sessions.id, u.name",
+            // SQLite's RETURNING may not name the tables of an UPDATE … FROM, so the user's
+            // name is read separately.
+            let ended: Option<(i64, i64)> = sqlx::query_as(
+                "UPDATE staff_sessions SET revoked_at = $2 WHERE token_sha256 = $1 AND revoked_at IS NULL \
+                 RETURNING id, user_id",
             )
             .bind(&hash)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| StoreError::db(what, e))?;
+            let ended = match ended {
+                Some((id, user_id)) => {
+                    let name: String = sqlx::query_scalar("SELECT name FROM staff_users WHERE id = $1")
+                        .bind(user_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| StoreError::db(what, e))?;
+                    Some((id, name))
+                }
+                None => None,
+            };
             match ended {
                 Some((id, name)) => {
                     let rec = audit(

@@ -490,7 +490,7 @@ async fn the_audit_log_records_each_change_with_who_what_and_before_after() {
             ("token:admin-bot", "staff_user.role_change"),
             ("anonymous@127.0.0.1", "staff.sign_in_failed"),
             ("user:li.na", "staff.sign_in"),
-            ("user:li.na", "staff.password_change"),
+            ("user:li.na", "staff_user.password_change"),
             ("user:li.na", "staff.sign_out"),
         ]
     );

@@ -107,15 +107,18 @@ async fn a_wrong_password_locks_the_browser_out_after_three_tries() {
 }
 
 #[tokio::test]
-async fn an_admin_sees_the_audit_log_of_their_own_sign_in() {
+async fn an_admin_sees_the_audit_log_of_their_own_sign_in_in_english() {
     let app = spawn_app().await;
-    let Some(b) = Browser::start("an_admin_sees_the_audit_log_of_their_own_sign_in", DESKTOP).await else {
+    let Some(b) =
+        Browser::start_with_language("an_admin_sees_the_audit_log_of_their_own_sign_in_in_english", DESKTOP, "en-GB,en").await
+    else {
         return;
     };
     add_user(&app.db, "admin1", "admin").await;
     sign_in(&b, &app, "admin1", PASSWORD).await;
     b.click("nav a[href='/staff/audit']").await;
     assert_eq!(b.path().await, "/staff/audit");
+    assert_eq!(b.text("h1").await, "Audit log", "an English browser gets English pages");
     let table = b.text("table").await;
     assert!(table.contains("staff.sign_in") && table.contains("user:admin1"), "{table}");
     b.assert_accessible("the audit log").await;

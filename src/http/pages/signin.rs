@@ -10,7 +10,7 @@
 //! - `POST /staff/sign-out` (CSRF-checked): ends the session, clears the cookie, `303` to the
 //!   sign-in page.
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::layout::{self, notice};
 use super::{safe_next, AnyPage, Page, PageCtx, PageError};
 use crate::access::{self, random_token, LockoutPolicy};
-use crate::http::auth::{self, clear_session_cookie, session_cookie, CsrfForm, CSRF_FIELD};
+use crate::http::auth::{self, clear_session_cookie, session_cookie, CsrfForm, SourceAddr, CSRF_FIELD};
 use crate::http::AppState;
 use crate::store::users::NewSession;
 
@@ -103,7 +103,7 @@ struct SignIn {
 async fn submit(
     State(state): State<AppState>,
     AnyPage(ctx): AnyPage,
-    peer: Option<ConnectInfo<std::net::SocketAddr>>,
+    SourceAddr(source): SourceAddr,
     headers: HeaderMap,
     Form(f): Form<SignIn>,
 ) -> Result<Response, PageError> {
@@ -114,7 +114,6 @@ async fn submit(
         let msg = ("error", ctx.t("sign_in.expired").to_string());
         return Ok(render(&state, &ctx, &next, &f.name, Some(msg), StatusCode::FORBIDDEN));
     }
-    let source = auth::source_address(&headers, peer.map(|p| p.0), cfg);
     // Count failures under the name as typed (trimmed, bounded), known user or not, so guessing
     // names locks out just the same.
     let name: String = f.name.trim().chars().take(64).collect();
