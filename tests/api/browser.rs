@@ -196,23 +196,37 @@ impl Browser {
         el.send_keys(text).await.unwrap_or_else(|e| panic!("typing into {css}: {e}"));
     }
 
-    /// Click the element matching `css` (and let a resulting navigation finish).
+    /// Click the element matching `css` — a link or a submit button — and wait (bounded) until
+    /// the new page has loaded. Panics if no new page comes (use [`Browser::click_in_page`]).
     pub async fn click(&self, css: &str) {
-        let el = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("finding {css}: {e}"));
-        el.click().await.unwrap_or_else(|e| panic!("clicking {css}: {e}"));
-        self.wait_loaded().await;
-    }
-
-    /// Wait (bounded) until the document has finished loading.
-    pub async fn wait_loaded(&self) {
-        for _ in 0..100 {
-            if let Ok(v) = self.client.execute("return document.readyState", vec![]).await {
-                if v == "complete" {
+        // Mark the current document; the next one will not carry the mark.
+        self.client
+            .execute("window.__meterpay_old_page = true; return true", vec![])
+            .await
+            .expect("marking the page");
+        self.click_in_page(css).await;
+        for _ in 0..200 {
+            if let Ok(v) = self
+                .client
+                .execute(
+                    "return window.__meterpay_old_page === undefined && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await
+            {
+                if v == true {
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("clicking {css} did not load a new page within 10 s");
+    }
+
+    /// Click the element matching `css` without waiting for a navigation.
+    pub async fn click_in_page(&self, css: &str) {
+        let el = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("finding {css}: {e}"));
+        el.click().await.unwrap_or_else(|e| panic!("clicking {css}: {e}"));
     }
 
     /// The visible text of the first element matching `css`.

@@ -126,3 +126,26 @@ async fn an_admin_sees_the_audit_log_of_their_own_sign_in_in_english() {
     b.close().await;
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_accessibility_check_finds_a_missing_label_and_low_contrast() {
+    let Some(b) = Browser::start("the_accessibility_check_finds_a_missing_label_and_low_contrast", MOBILE).await else {
+        return;
+    };
+    // A page built to fail: no lang, no title, no main, an unlabelled input, grey on grey.
+    let bad = "<!doctype html><body><p style='color:#999;background:#bbb'>faint</p>\
+               <input name=q><label for=ok>ok</label><input id=ok><button></button></body>";
+    let url: String = format!(
+        "data:text/html;charset=utf-8,{}",
+        url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>().replace('+', "%20")
+    );
+    b.goto(&url).await;
+    let problems = b.accessibility_problems().await;
+    let has = |s: &str| problems.iter().any(|p| p.contains(s));
+    assert!(has("<html> has no lang") && has("no <title>") && has("no <main>"), "{problems:?}");
+    assert!(has("a control without a label: <input name=\"q\">"), "{problems:?}");
+    assert!(has("a control without a label: <button>"), "an empty button has no name: {problems:?}");
+    assert!(!has("id=\"ok\""), "the labelled input passes: {problems:?}");
+    assert!(has("contrast 1.") && has("\"faint\""), "{problems:?}");
+    b.close().await;
+}
