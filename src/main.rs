@@ -309,10 +309,13 @@ async fn users_command(store: &meterpay::store::Store, command: UsersCommand) ->
             let password = read_new_password(password_stdin)?;
             access::check_new_password(&name, &password).map_err(anyhow::Error::msg)?;
             let hash = access::hash_password_blocking(password).await?;
-            store
-                .create_staff_user(&name, role, &hash, "cli", now)
-                .await
-                .with_context(|| format!("creating staff user {name}"))?;
+            match store.create_staff_user(&name, role, &hash, "cli", now).await {
+                Ok(_) => {}
+                Err(e) if e.is_duplicate() => {
+                    anyhow::bail!("a staff user named {name} already exists; nothing was changed")
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("creating staff user {name}"))),
+            }
             println!("staff user {name} created with role {role}; sign in at /staff/sign-in");
         }
         UsersCommand::List => {

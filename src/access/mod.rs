@@ -118,9 +118,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 /// True if `password` matches the PHC string `hash`. A malformed hash never matches.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }

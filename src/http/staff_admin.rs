@@ -84,7 +84,9 @@ async fn revoke_token(
     Path(id): Path<i64>,
 ) -> Result<Json<ApiTokenInfo>, ApiError> {
     staff.require(&["admin"])?;
-    Ok(Json(state.store.revoke_api_token(id, &staff.actor(), Utc::now()).await?))
+    Ok(Json(
+        state.store.revoke_api_token(id, &staff.actor(), Utc::now()).await?,
+    ))
 }
 
 async fn list_users(State(state): State<AppState>, staff: Staff) -> Result<Json<Vec<StaffUser>>, ApiError> {
@@ -131,7 +133,12 @@ async fn set_role(
 ) -> Result<Json<StaffUser>, ApiError> {
     staff.require(&["admin"])?;
     let role = role(&body.role)?;
-    Ok(Json(state.store.set_staff_role(&name, role, &staff.actor(), Utc::now()).await?))
+    Ok(Json(
+        state
+            .store
+            .set_staff_role(&name, role, &staff.actor(), Utc::now())
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -58,7 +58,13 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-fn audit(actor: &str, action: &str, subject: &str, before: Option<serde_json::Value>, after: Option<serde_json::Value>) -> AuditRecord {
+fn audit(
+    actor: &str,
+    action: &str,
+    subject: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> AuditRecord {
     AuditRecord {
         actor: actor.into(),
         action: action.into(),
@@ -193,14 +199,15 @@ impl Store {
         let what = "changing a staff user's password";
         let keep = keep_session_token.map(token_hash).unwrap_or_default();
         in_tx!(self, what, |tx| {
-            let id: Option<i64> =
-                sqlx::query_scalar("UPDATE staff_users SET password_hash = $2, updated_at = $3 WHERE name = $1 RETURNING id")
-                    .bind(name)
-                    .bind(password_hash)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::db(what, e))?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "UPDATE staff_users SET password_hash = $2, updated_at = $3 WHERE name = $1 RETURNING id",
+            )
+            .bind(name)
+            .bind(password_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
             let id = id.ok_or_else(|| StoreError::NotFound(format!("staff user {name}")))?;
             let ended = sqlx::query(
                 "UPDATE staff_sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL AND token_sha256 <> $3",
@@ -254,7 +261,11 @@ impl Store {
             }
             let rec = audit(
                 actor,
-                if disabled { "staff_user.disable" } else { "staff_user.enable" },
+                if disabled {
+                    "staff_user.disable"
+                } else {
+                    "staff_user.enable"
+                },
                 name,
                 Some(json!({"disabled": !disabled})),
                 Some(json!({"disabled": disabled})),

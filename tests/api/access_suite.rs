@@ -41,7 +41,10 @@ const PROTECTED: &[(&str, &str, Refusal)] = &[
 ];
 
 async fn call(app: &TestApp, method: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = no_redirects().request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.address));
+    let mut req = no_redirects().request(
+        Method::from_bytes(method.as_bytes()).unwrap(),
+        format!("{}{path}", app.address),
+    );
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -86,7 +89,15 @@ async fn every_protected_route_refuses_an_anonymous_caller() {
     // A made-up bearer token is refused on the API.
     for (method, path, expect) in PROTECTED {
         if matches!(expect, Refusal::Api) {
-            assert_refused(&app, method, path, *expect, &[("authorization", "Bearer mp_nonsense")], "a forged token").await;
+            assert_refused(
+                &app,
+                method,
+                path,
+                *expect,
+                &[("authorization", "Bearer mp_nonsense")],
+                "a forged token",
+            )
+            .await;
         }
     }
     app.stop().await.unwrap();
@@ -102,7 +113,12 @@ async fn a_page_redirect_brings_the_person_back_after_sign_in() {
     let r = no_redirects()
         .post(format!("{}/staff/sign-in", app.address))
         .header("cookie", cookie)
-        .form(&[("name", "admin1"), ("password", PASSWORD), ("csrf_token", &token), ("next", "/staff/audit?x=1")])
+        .form(&[
+            ("name", "admin1"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+            ("next", "/staff/audit?x=1"),
+        ])
         .send()
         .await
         .unwrap();
@@ -113,7 +129,12 @@ async fn a_page_redirect_brings_the_person_back_after_sign_in() {
     let r = no_redirects()
         .post(format!("{}/staff/sign-in", app.address))
         .header("cookie", cookie)
-        .form(&[("name", "admin1"), ("password", PASSWORD), ("csrf_token", &token), ("next", "//evil.example/")])
+        .form(&[
+            ("name", "admin1"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+            ("next", "//evil.example/"),
+        ])
         .send()
         .await
         .unwrap();
@@ -135,7 +156,11 @@ async fn sign_in_sets_a_secure_http_only_same_site_cookie_with_a_new_value_each_
         assert!(cookie.contains(attr), "{attr} in {cookie}");
     }
     let second = cookie_pair(&try_sign_in(&app, "op1", PASSWORD).await, "__Host-meterpay_session").unwrap();
-    assert_ne!(cookie.split(';').next().unwrap(), second, "every sign-in gets a new session");
+    assert_ne!(
+        cookie.split(';').next().unwrap(),
+        second,
+        "every sign-in gets a new session"
+    );
     app.stop().await.unwrap();
 }
 
@@ -179,7 +204,10 @@ async fn a_role_without_the_right_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(app.db.store.list_api_tokens().await.unwrap().len() == 1, "no token was created");
+    assert!(
+        app.db.store.list_api_tokens().await.unwrap().len() == 1,
+        "no token was created"
+    );
     app.stop().await.unwrap();
 }
 
@@ -193,7 +221,10 @@ async fn the_home_page_shows_only_what_the_role_may_use() {
     assert!(html.contains("href=\"/staff/audit\"") && html.contains("href=\"/staff/users\""));
     let fin = sign_in(&app, "fin1", PASSWORD).await;
     let html = fin.get(&app, "/staff").await.text().await.unwrap();
-    assert!(!html.contains("href=\"/staff/audit\"") && !html.contains("href=\"/staff/users\""), "{html}");
+    assert!(
+        !html.contains("href=\"/staff/audit\"") && !html.contains("href=\"/staff/users\""),
+        "{html}"
+    );
     assert!(html.contains("href=\"/staff/password\""));
     assert!(html.contains("fin1"));
     app.stop().await.unwrap();
@@ -204,7 +235,11 @@ async fn a_form_without_or_with_a_wrong_csrf_token_is_refused_and_changes_nothin
     let app = spawn_app().await;
     add_user(&app.db, "op1", "operator").await;
     let s = sign_in(&app, "op1", PASSWORD).await;
-    let fields = [("current", PASSWORD), ("new", "a brand new secret"), ("confirm", "a brand new secret")];
+    let fields = [
+        ("current", PASSWORD),
+        ("new", "a brand new secret"),
+        ("confirm", "a brand new secret"),
+    ];
     let r = s.post_form_raw(&app, "/staff/password", &fields).await;
     assert_eq!(r.status(), 403, "no token");
     let mut wrong = fields.to_vec();
@@ -264,7 +299,10 @@ async fn the_sign_in_form_refuses_a_post_without_its_own_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(cookie_pair(&r, "__Host-meterpay_session").is_none(), "no session was started");
+    assert!(
+        cookie_pair(&r, "__Host-meterpay_session").is_none(),
+        "no session was started"
+    );
     app.stop().await.unwrap();
 }
 
@@ -273,11 +311,18 @@ async fn a_session_after_sign_out_is_refused() {
     let app = spawn_app().await;
     add_user(&app.db, "fin1", "finance").await;
     let s = sign_in(&app, "fin1", PASSWORD).await;
-    assert_eq!(s.get(&app, "/api/v1/readings/held").await.status(), 200, "the session works on the API");
+    assert_eq!(
+        s.get(&app, "/api/v1/readings/held").await.status(),
+        200,
+        "the session works on the API"
+    );
     let r = s.sign_out(&app).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/staff/sign-in?signed_out=1");
-    let cleared = set_cookies(&r).into_iter().find(|c| c.starts_with("__Host-meterpay_session=")).unwrap();
+    let cleared = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-meterpay_session="))
+        .unwrap();
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     // The old cookie, replayed, no longer opens anything.
     let r = s.get(&app, "/staff").await;
@@ -294,7 +339,13 @@ async fn an_expired_session_is_refused() {
     // Time is not slept: ask the store as of a moment after the expiry.
     let token = s.cookie.split_once('=').unwrap().1;
     let later = Utc::now() + chrono::Duration::seconds(5);
-    assert!(app.db.store.session_by_token(token, Utc::now()).await.unwrap().is_some());
+    assert!(app
+        .db
+        .store
+        .session_by_token(token, Utc::now())
+        .await
+        .unwrap()
+        .is_some());
     assert!(app.db.store.session_by_token(token, later).await.unwrap().is_none());
     app.stop().await.unwrap();
 }
@@ -361,16 +412,31 @@ async fn failures_leave_the_lockout_window_and_a_success_resets_the_count() {
     let t0 = Utc::now();
     for i in 0..3 {
         db.store
-            .record_sign_in_failure("op1", "10.0.0.1", "wrong password", None, t0 + chrono::Duration::seconds(i))
+            .record_sign_in_failure(
+                "op1",
+                "10.0.0.1",
+                "wrong password",
+                None,
+                t0 + chrono::Duration::seconds(i),
+            )
             .await
             .unwrap();
     }
     let window = chrono::Duration::minutes(15);
     let at = t0 + chrono::Duration::minutes(1);
-    assert_eq!(db.store.recent_sign_in_failures("op1", "10.0.0.1", at - window).await.unwrap(), (3, 3));
+    assert_eq!(
+        db.store
+            .recent_sign_in_failures("op1", "10.0.0.1", at - window)
+            .await
+            .unwrap(),
+        (3, 3)
+    );
     let later = t0 + chrono::Duration::minutes(16);
     assert_eq!(
-        db.store.recent_sign_in_failures("op1", "10.0.0.1", later - window).await.unwrap(),
+        db.store
+            .recent_sign_in_failures("op1", "10.0.0.1", later - window)
+            .await
+            .unwrap(),
         (0, 0),
         "failures older than the window no longer count"
     );
@@ -390,7 +456,10 @@ async fn failures_leave_the_lockout_window_and_a_success_resets_the_count() {
         .await
         .unwrap();
     assert_eq!(
-        db.store.recent_sign_in_failures("op1", "10.0.0.1", at - window).await.unwrap(),
+        db.store
+            .recent_sign_in_failures("op1", "10.0.0.1", at - window)
+            .await
+            .unwrap(),
         (0, 0),
         "a successful sign-in starts the count again"
     );
@@ -417,7 +486,10 @@ async fn a_disabled_user_cannot_sign_in_and_their_sessions_end() {
 }
 
 async fn admin_call(app: &TestApp, t: &str, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
-    let mut req = app.client.request(method, format!("{}{path}", app.address)).bearer_auth(t);
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.address))
+        .bearer_auth(t);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -428,32 +500,76 @@ async fn admin_call(app: &TestApp, t: &str, method: Method, path: &str, body: Op
 async fn api_tokens_are_created_listed_and_revoked_by_admins() {
     let app = spawn_app().await;
     let admin = token(&app.db, "admin-bot", "admin").await;
-    let r = admin_call(&app, &admin, Method::POST, "/api/v1/tokens", Some(json!({"name": "meter-sync", "role": "operator"}))).await;
+    let r = admin_call(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "meter-sync", "role": "operator"})),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
     let new_token = created["token"].as_str().unwrap().to_string();
     assert!(new_token.starts_with("mp_"));
     let id = created["id"].as_i64().unwrap();
     // The new token works with its role.
-    let r = app.client.get(format!("{}/api/v1/readings/held", app.address)).bearer_auth(&new_token).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/api/v1/readings/held", app.address))
+        .bearer_auth(&new_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let list: Value = admin_call(&app, &admin, Method::GET, "/api/v1/tokens", None).await.json().await.unwrap();
+    let list: Value = admin_call(&app, &admin, Method::GET, "/api/v1/tokens", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert!(!list.to_string().contains(&new_token), "the list never shows a token");
     let r = admin_call(&app, &admin, Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await;
     assert_eq!(r.status(), 200);
     let revoked: Value = r.json().await.unwrap();
     assert_eq!(revoked["revoked_by"], "token:admin-bot");
-    let r = app.client.get(format!("{}/api/v1/readings/held", app.address)).bearer_auth(&new_token).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/api/v1/readings/held", app.address))
+        .bearer_auth(&new_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "a revoked token is refused");
     // Revoking again changes nothing; an unknown id is 404; a bad role is 400.
-    assert_eq!(admin_call(&app, &admin, Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await.status(), 200);
-    assert_eq!(admin_call(&app, &admin, Method::DELETE, "/api/v1/tokens/999", None).await.status(), 404);
-    let r = admin_call(&app, &admin, Method::POST, "/api/v1/tokens", Some(json!({"name": "x", "role": "root"}))).await;
+    assert_eq!(
+        admin_call(&app, &admin, Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        admin_call(&app, &admin, Method::DELETE, "/api/v1/tokens/999", None)
+            .await
+            .status(),
+        404
+    );
+    let r = admin_call(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "x", "role": "root"})),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let audit = app.db.store.audit_for("api_token", &id.to_string()).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
-    assert_eq!(actions, ["api_token.create", "api_token.revoke"], "revoked once, audited once");
+    assert_eq!(
+        actions,
+        ["api_token.create", "api_token.revoke"],
+        "revoked once, audited once"
+    );
     assert!(audit.iter().all(|a| a.actor == "token:admin-bot"));
     app.stop().await.unwrap();
 }
@@ -471,12 +587,27 @@ async fn the_audit_log_records_each_change_with_who_what_and_before_after() {
     )
     .await;
     assert_eq!(r.status(), 201);
-    let r = admin_call(&app, &admin, Method::PUT, "/api/v1/users/li.na/role", Some(json!({"role": "finance"}))).await;
+    let r = admin_call(
+        &app,
+        &admin,
+        Method::PUT,
+        "/api/v1/users/li.na/role",
+        Some(json!({"role": "finance"})),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(try_sign_in(&app, "li.na", "not the password").await.status(), 401);
     let s: StaffSession = sign_in(&app, "li.na", PASSWORD).await;
     let r = s
-        .post_form(&app, "/staff/password", &[("current", PASSWORD), ("new", "another fine secret"), ("confirm", "another fine secret")])
+        .post_form(
+            &app,
+            "/staff/password",
+            &[
+                ("current", PASSWORD),
+                ("new", "another fine secret"),
+                ("confirm", "another fine secret"),
+            ],
+        )
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(s.sign_out(&app).await.status(), 303);
@@ -500,7 +631,10 @@ async fn the_audit_log_records_each_change_with_who_what_and_before_after() {
     assert_eq!(audit[2].reason.as_deref(), Some("wrong password"));
     for a in &audit {
         let text = format!("{:?}{:?}", a.before_json, a.after_json);
-        assert!(!text.contains("argon2") && !text.contains(PASSWORD), "no secret in the audit log: {text}");
+        assert!(
+            !text.contains("argon2") && !text.contains(PASSWORD),
+            "no secret in the audit log: {text}"
+        );
         assert!(a.at <= Utc::now());
     }
     // The audit page shows it to admins.
@@ -518,16 +652,36 @@ async fn changing_the_password_ends_the_other_sessions_but_keeps_this_one() {
     let here = sign_in(&app, "op1", PASSWORD).await;
     let elsewhere = sign_in(&app, "op1", PASSWORD).await;
     let r = here
-        .post_form(&app, "/staff/password", &[("current", PASSWORD), ("new", "short"), ("confirm", "short")])
+        .post_form(
+            &app,
+            "/staff/password",
+            &[("current", PASSWORD), ("new", "short"), ("confirm", "short")],
+        )
         .await;
     assert_eq!(r.status(), 422, "a too-short password is refused");
     let r = here
-        .post_form(&app, "/staff/password", &[("current", "wrong"), ("new", "long enough now"), ("confirm", "long enough now")])
+        .post_form(
+            &app,
+            "/staff/password",
+            &[
+                ("current", "wrong"),
+                ("new", "long enough now"),
+                ("confirm", "long enough now"),
+            ],
+        )
         .await;
     assert_eq!(r.status(), 422, "the current password is checked");
     assert_eq!(elsewhere.get(&app, "/staff").await.status(), 200, "nothing changed yet");
     let r = here
-        .post_form(&app, "/staff/password", &[("current", PASSWORD), ("new", "long enough now"), ("confirm", "long enough now")])
+        .post_form(
+            &app,
+            "/staff/password",
+            &[
+                ("current", PASSWORD),
+                ("new", "long enough now"),
+                ("confirm", "long enough now"),
+            ],
+        )
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(here.get(&app, "/staff").await.status(), 200);
@@ -554,7 +708,12 @@ async fn pages_speak_chinese_first_and_english_on_request() {
     assert_eq!(r.headers()["content-language"], "en");
     let html = r.text().await.unwrap();
     assert!(html.contains("<html lang=\"en\">") && html.contains("Staff sign-in"));
-    let html = get(Some("en"), Some("meterpay_lang=zh")).await.unwrap().text().await.unwrap();
+    let html = get(Some("en"), Some("meterpay_lang=zh"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("员工登录"), "the chosen language beats the browser's");
     // The switch sets the cookie and goes back.
     let r = no_redirects()
@@ -574,7 +733,10 @@ async fn pages_carry_a_strict_content_security_policy_and_are_not_cached() {
     let r = app.get("/staff/sign-in").await;
     assert_eq!(r.status(), 200);
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     let css = app.get("/assets/meterpay.css").await;
@@ -586,15 +748,86 @@ async fn pages_carry_a_strict_content_security_policy_and_are_not_cached() {
 #[tokio::test]
 async fn serve_creates_no_staff_user_but_the_demo_creates_one_per_role_with_the_demo_password() {
     let app = spawn_app().await;
-    assert!(app.db.store.list_staff_users().await.unwrap().is_empty(), "serve starts with no user");
+    assert!(
+        app.db.store.list_staff_users().await.unwrap().is_empty(),
+        "serve starts with no user"
+    );
     let summary = meterpay::demo::seed(&app.db.store).await.unwrap();
     let again = meterpay::demo::seed(&app.db.store).await.unwrap();
     assert_eq!(summary.staff_users, again.staff_users);
     let roles: Vec<&str> = summary.staff_users.iter().map(|(_, r)| r.as_str()).collect();
     assert_eq!(roles, ["admin", "finance", "operator"]);
-    assert_eq!(app.db.store.list_staff_users().await.unwrap().len(), 3, "the second run created no one");
+    assert_eq!(
+        app.db.store.list_staff_users().await.unwrap().len(),
+        3,
+        "the second run created no one"
+    );
     for (name, _) in &summary.staff_users {
         sign_in(&app, name, &summary.staff_password).await;
     }
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn users_add_creates_the_first_admin_from_a_password_on_stdin() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/cli.db", dir.path().display());
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meterpay"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("METERPAY_LOG__LEVEL", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        &["users", "add", "--name", "chief", "--role", "admin", "--password-stdin"],
+        "a long admin secret\n",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &["users", "add", "--name", "chief", "--role", "admin", "--password-stdin"],
+        "a long admin secret\n",
+    );
+    assert!(!out.status.success(), "the same name twice is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a staff user named chief already exists"));
+    let out = run(
+        &[
+            "users",
+            "add",
+            "--name",
+            "weak",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ],
+        "short\n",
+    );
+    assert!(!out.status.success(), "a short password is refused");
+    let out = run(&["users", "list"], "");
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains("chief") && listed.contains("admin") && !listed.contains("weak"),
+        "{listed}"
+    );
+    // The user signs in with that password.
+    let store = meterpay::store::Store::connect(&url, &Default::default())
+        .await
+        .unwrap();
+    let creds = store.staff_credentials("chief").await.unwrap().unwrap();
+    assert!(meterpay::access::verify_password(
+        "a long admin secret",
+        &creds.password_hash
+    ));
+    let audit = store.audit_for("staff_user", "chief").await.unwrap();
+    assert_eq!(audit[0].actor, "cli");
+    assert_eq!(audit[0].action, "staff_user.create");
+    store.close().await;
 }

@@ -95,7 +95,11 @@ impl Browser {
     }
 
     /// Like [`Browser::start`], with the browser's `Accept-Language` set to `accept_language`.
-    pub async fn start_with_language(test: &str, (width, height): (u32, u32), accept_language: &str) -> Option<Browser> {
+    pub async fn start_with_language(
+        test: &str,
+        (width, height): (u32, u32),
+        accept_language: &str,
+    ) -> Option<Browser> {
         if !browser_available(test) {
             return None;
         }
@@ -182,7 +186,10 @@ impl Browser {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.client.goto(url).await.unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("opening {url}: {e}"));
     }
 
     pub async fn path(&self) -> String {
@@ -191,9 +198,15 @@ impl Browser {
 
     /// Type `text` into the element matching `css` (cleared first).
     pub async fn fill(&self, css: &str, text: &str) {
-        let el = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("finding {css}: {e}"));
+        let el = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("finding {css}: {e}"));
         el.clear().await.unwrap_or_else(|e| panic!("clearing {css}: {e}"));
-        el.send_keys(text).await.unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+        el.send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
     }
 
     /// Click the element matching `css` — a link or a submit button — and wait (bounded) until
@@ -225,7 +238,11 @@ impl Browser {
 
     /// Click the element matching `css` without waiting for a navigation.
     pub async fn click_in_page(&self, css: &str) {
-        let el = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("finding {css}: {e}"));
+        let el = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("finding {css}: {e}"));
         el.click().await.unwrap_or_else(|e| panic!("clicking {css}: {e}"));
     }
 
@@ -242,7 +259,12 @@ impl Browser {
 
     /// True if some element matches `css`.
     pub async fn has(&self, css: &str) -> bool {
-        !self.client.find_all(Locator::Css(css)).await.expect("find_all").is_empty()
+        !self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find_all")
+            .is_empty()
     }
 
     /// Save a PNG of the viewport as `target/screenshots/{name}.png`; returns its path.
@@ -273,7 +295,11 @@ impl Browser {
     /// Fail the test if the page has accessibility problems.
     pub async fn assert_accessible(&self, page: &str) {
         let problems = self.accessibility_problems().await;
-        assert!(problems.is_empty(), "{page} has accessibility problems:\n  {}", problems.join("\n  "));
+        assert!(
+            problems.is_empty(),
+            "{page} has accessibility problems:\n  {}",
+            problems.join("\n  ")
+        );
     }
 
     pub async fn close(mut self) {

@@ -14,8 +14,15 @@ async fn sign_in(b: &Browser, app: &TestApp, name: &str, password: &str) {
 
 async fn signs_in_sees_home_and_signs_out(test: &str, size: (u32, u32), tag: &str) {
     let app = spawn_app().await;
-    let Some(b) = Browser::start(test, size).await else { return };
-    assert_eq!(b.viewport().await.0, size.0 as i64, "the viewport is {} CSS pixels wide", size.0);
+    let Some(b) = Browser::start(test, size).await else {
+        return;
+    };
+    assert_eq!(
+        b.viewport().await.0,
+        size.0 as i64,
+        "the viewport is {} CSS pixels wide",
+        size.0
+    );
     add_user(&app.db, "wang.fang", "finance").await;
 
     // Anonymous: the home page sends the browser to sign in.
@@ -29,8 +36,14 @@ async fn signs_in_sees_home_and_signs_out(test: &str, size: (u32, u32), tag: &st
     assert_eq!(b.path().await, "/staff");
     assert_eq!(b.text("h1").await, "工作台");
     assert!(b.text("main").await.contains("wang.fang"));
-    assert!(b.has("a[href='/staff/password']").await, "finance may change its password");
-    assert!(!b.has("a[href='/staff/audit']").await, "finance does not see the audit log");
+    assert!(
+        b.has("a[href='/staff/password']").await,
+        "finance may change its password"
+    );
+    assert!(
+        !b.has("a[href='/staff/audit']").await,
+        "finance does not see the audit log"
+    );
     b.assert_accessible("the home page").await;
     b.screenshot(&format!("home-{tag}")).await;
     let (width, _) = b.viewport().await;
@@ -97,9 +110,16 @@ async fn a_wrong_password_locks_the_browser_out_after_three_tries() {
     }
     b.assert_accessible("the sign-in page with an error").await;
     sign_in(&b, &app, "admin1", "not my password").await;
-    assert!(b.text("[role=alert]").await.contains("登录失败次数过多"), "the third failure locks");
+    assert!(
+        b.text("[role=alert]").await.contains("登录失败次数过多"),
+        "the third failure locks"
+    );
     sign_in(&b, &app, "admin1", PASSWORD).await;
-    assert_eq!(b.path().await, "/staff/sign-in", "the right password no longer opens the door");
+    assert_eq!(
+        b.path().await,
+        "/staff/sign-in",
+        "the right password no longer opens the door"
+    );
     assert!(b.text("[role=alert]").await.contains("15 分钟"));
     b.screenshot("sign-in-locked-375").await;
     b.close().await;
@@ -109,8 +129,12 @@ async fn a_wrong_password_locks_the_browser_out_after_three_tries() {
 #[tokio::test]
 async fn an_admin_sees_the_audit_log_of_their_own_sign_in_in_english() {
     let app = spawn_app().await;
-    let Some(b) =
-        Browser::start_with_language("an_admin_sees_the_audit_log_of_their_own_sign_in_in_english", DESKTOP, "en-GB,en").await
+    let Some(b) = Browser::start_with_language(
+        "an_admin_sees_the_audit_log_of_their_own_sign_in_in_english",
+        DESKTOP,
+        "en-GB,en",
+    )
+    .await
     else {
         return;
     };
@@ -120,7 +144,10 @@ async fn an_admin_sees_the_audit_log_of_their_own_sign_in_in_english() {
     assert_eq!(b.path().await, "/staff/audit");
     assert_eq!(b.text("h1").await, "Audit log", "an English browser gets English pages");
     let table = b.text("table").await;
-    assert!(table.contains("staff.sign_in") && table.contains("user:admin1"), "{table}");
+    assert!(
+        table.contains("staff.sign_in") && table.contains("user:admin1"),
+        "{table}"
+    );
     b.assert_accessible("the audit log").await;
     b.screenshot("audit-desktop").await;
     b.close().await;
@@ -137,14 +164,22 @@ async fn the_accessibility_check_finds_a_missing_label_and_low_contrast() {
                <input name=q><label for=ok>ok</label><input id=ok><button></button></body>";
     let url: String = format!(
         "data:text/html;charset=utf-8,{}",
-        url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>().replace('+', "%20")
+        url::form_urlencoded::byte_serialize(bad.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
     );
     b.goto(&url).await;
     let problems = b.accessibility_problems().await;
     let has = |s: &str| problems.iter().any(|p| p.contains(s));
-    assert!(has("<html> has no lang") && has("no <title>") && has("no <main>"), "{problems:?}");
+    assert!(
+        has("<html> has no lang") && has("no <title>") && has("no <main>"),
+        "{problems:?}"
+    );
     assert!(has("a control without a label: <input name=\"q\">"), "{problems:?}");
-    assert!(has("a control without a label: <button>"), "an empty button has no name: {problems:?}");
+    assert!(
+        has("a control without a label: <button>"),
+        "an empty button has no name: {problems:?}"
+    );
     assert!(!has("id=\"ok\""), "the labelled input passes: {problems:?}");
     assert!(has("contrast 1.") && has("\"faint\""), "{problems:?}");
     b.close().await;

@@ -91,12 +91,22 @@ pub async fn try_sign_in(app: &TestApp, name: &str, password: &str) -> reqwest::
     try_sign_in_from(app, name, password, None).await
 }
 
-pub async fn try_sign_in_from(app: &TestApp, name: &str, password: &str, forwarded_for: Option<&str>) -> reqwest::Response {
+pub async fn try_sign_in_from(
+    app: &TestApp,
+    name: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
     let (cookie, token) = sign_in_form(app).await;
     let mut req = no_redirects()
         .post(format!("{}/staff/sign-in", app.address))
         .header("cookie", cookie)
-        .form(&[("name", name), ("password", password), ("csrf_token", &token), ("next", "/staff")]);
+        .form(&[
+            ("name", name),
+            ("password", password),
+            ("csrf_token", &token),
+            ("next", "/staff"),
+        ]);
     if let Some(xff) = forwarded_for {
         req = req.header("x-forwarded-for", xff);
     }

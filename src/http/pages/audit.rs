@@ -37,7 +37,8 @@ async fn audit_log(State(state): State<AppState>, page: StaffPage) -> Result<Pag
                 tbody {
                     @for r in &rows {
                         tr {
-                            td { time datetime=(r.at.to_rfc3339()) { (r.at.format("%Y-%m-%d %H:%M:%S")) } }
+                            // Staff read times in China Standard Time, like the job schedules.
+                            td { time datetime=(r.at.to_rfc3339()) { (r.at.with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M:%S")) } }
                             td { (r.actor) }
                             td { code { (r.action) } }
                             td { (r.subject_type) " " (r.subject_id) }

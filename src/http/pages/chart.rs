@@ -97,7 +97,11 @@ fn describe(lang: Lang, title: &str, unit: &str, points: &[Point]) -> String {
         .iter()
         .map(|p| format!("{}: {} {unit}", p.label, p.value.normalize()))
         .collect();
-    format!("{title}{}{}", if lang == Lang::Zh { "：" } else { ": " }, items.join(sep))
+    format!(
+        "{title}{}{}",
+        if lang == Lang::Zh { "：" } else { ": " },
+        items.join(sep)
+    )
 }
 
 fn frame_markup(f: &Frame, unit: &str, points: &[Point], slot: Decimal) -> Markup {
@@ -215,7 +219,13 @@ mod tests {
         svg.split(&format!("<{element} "))
             .skip(1)
             .map(|chunk| {
-                let v = chunk.split(&format!("{attr}=\"")).nth(1).unwrap().split('"').next().unwrap();
+                let v = chunk
+                    .split(&format!("{attr}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
                 v.parse().unwrap()
             })
             .collect()
@@ -245,7 +255,13 @@ mod tests {
         assert!(svg.contains(r#"role="img""#));
         assert!(svg.contains("<title id=\"chart-"), "{svg}");
         assert!(svg.contains("Electricity: 1月: 12.5 kWh; 2月: 30 kWh"), "{svg}");
-        let labelled = svg.split("aria-labelledby=\"").nth(1).unwrap().split('"').next().unwrap();
+        let labelled = svg
+            .split("aria-labelledby=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         for id in labelled.split(' ') {
             assert!(svg.contains(&format!("id=\"{id}\"")), "{id} exists");
         }

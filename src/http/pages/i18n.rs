@@ -140,7 +140,11 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
     ("layout.nav", "主导航", "Main navigation"),
     ("layout.switch_lang", "English", "中文"),
     ("layout.switch_lang_label", "切换语言", "Change language"),
-    ("layout.signed_in_as", "已登录：{name}（{role}）", "Signed in as {name} ({role})"),
+    (
+        "layout.signed_in_as",
+        "已登录：{name}（{role}）",
+        "Signed in as {name} ({role})",
+    ),
     ("layout.sign_out", "退出登录", "Sign out"),
     // roles
     ("role.admin", "管理员", "administrator"),
@@ -200,9 +204,21 @@ pub const MESSAGES: &[(&str, &str, &str)] = &[
         "At least {n} characters, and not your user name.",
     ),
     ("password.submit", "保存新密码", "Save the new password"),
-    ("password.changed", "密码已修改，其他设备上的登录已退出。", "Password changed; your other sessions were signed out."),
-    ("password.wrong_current", "当前密码不正确。", "The current password is wrong."),
-    ("password.mismatch", "两次输入的新密码不一致。", "The two new passwords differ."),
+    (
+        "password.changed",
+        "密码已修改，其他设备上的登录已退出。",
+        "Password changed; your other sessions were signed out.",
+    ),
+    (
+        "password.wrong_current",
+        "当前密码不正确。",
+        "The current password is wrong.",
+    ),
+    (
+        "password.mismatch",
+        "两次输入的新密码不一致。",
+        "The two new passwords differ.",
+    ),
     // errors
     ("error.title", "出错了", "Something went wrong"),
     ("error.back_home", "返回首页", "Back to the dashboard"),
@@ -219,8 +235,16 @@ mod tests {
         assert_eq!(Lang::from_accept_language("en-US,en;q=0.9"), Lang::En);
         assert_eq!(Lang::from_accept_language("zh-CN,zh;q=0.9,en;q=0.8"), Lang::Zh);
         assert_eq!(Lang::from_accept_language("fr-FR, en;q=0.5, zh;q=0.7"), Lang::Zh);
-        assert_eq!(Lang::from_accept_language("de-DE"), Lang::Zh, "unsupported falls back to Chinese");
-        assert_eq!(Lang::from_accept_language("zh;q=0, en;q=0.1"), Lang::En, "q=0 means not wanted");
+        assert_eq!(
+            Lang::from_accept_language("de-DE"),
+            Lang::Zh,
+            "unsupported falls back to Chinese"
+        );
+        assert_eq!(
+            Lang::from_accept_language("zh;q=0, en;q=0.1"),
+            Lang::En,
+            "q=0 means not wanted"
+        );
         assert_eq!(Lang::from_accept_language(""), Lang::Zh);
     }
 
@@ -273,7 +297,10 @@ mod tests {
             }
         }
         let mut files = Vec::new();
-        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http"), &mut files);
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http"),
+            &mut files,
+        );
         let mut checked = 0;
         for f in files {
             let source = std::fs::read_to_string(&f).unwrap();
@@ -290,7 +317,11 @@ mod tests {
                         if key == "no.such.key" {
                             continue;
                         }
-                        assert!(catalogue().contains_key(key), "{}: message {key} is not in the catalogue", f.display());
+                        assert!(
+                            catalogue().contains_key(key),
+                            "{}: message {key} is not in the catalogue",
+                            f.display()
+                        );
                         checked += 1;
                     }
                 }

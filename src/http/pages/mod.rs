@@ -220,7 +220,10 @@ pub const CSP: &str = "default-src 'self'; script-src 'none'; style-src 'self'; 
 
 fn page_headers(resp: &mut Response, lang: Lang) {
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -314,7 +317,9 @@ impl IntoResponse for PageError {
 /// A local path to go back to after a redirect: only `/…` paths on this site.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.contains("://") => n.to_string(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.contains("://") => {
+            n.to_string()
+        }
         _ => "/staff".to_string(),
     }
 }

@@ -58,7 +58,11 @@ struct Change {
 async fn change(State(state): State<AppState>, post: CsrfForm<Change>) -> Result<Response, PageError> {
     let CsrfForm { page, form } = post;
     let ctx = &page.ctx;
-    let refuse = |msg: String| render(ctx, Some(("error", msg))).with_status(StatusCode::UNPROCESSABLE_ENTITY).into_response();
+    let refuse = |msg: String| {
+        render(ctx, Some(("error", msg)))
+            .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+            .into_response()
+    };
     let creds = state
         .store
         .staff_credentials(&page.staff.name)
@@ -77,7 +81,13 @@ async fn change(State(state): State<AppState>, post: CsrfForm<Change>) -> Result
     let hash = access::hash_password_blocking(form.new).await?;
     state
         .store
-        .set_staff_password(&page.staff.name, &hash, Some(&page.session.token), &page.staff.actor(), Utc::now())
+        .set_staff_password(
+            &page.staff.name,
+            &hash,
+            Some(&page.session.token),
+            &page.staff.actor(),
+            Utc::now(),
+        )
         .await?;
     Ok(Redirect::to("/staff/password?changed=1").into_response())
 }

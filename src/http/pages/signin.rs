@@ -58,7 +58,14 @@ fn set_cookie(resp: &mut Response, c: Cookie<'_>) {
 }
 
 /// The form, with a fresh double-submit token (set as a cookie on the response).
-fn render(state: &AppState, ctx: &PageCtx, next: &str, name: &str, message: Option<(&str, String)>, status: StatusCode) -> Response {
+fn render(
+    state: &AppState,
+    ctx: &PageCtx,
+    next: &str,
+    name: &str,
+    message: Option<(&str, String)>,
+    status: StatusCode,
+) -> Response {
     let token = random_token();
     let body = layout::page(
         ctx,
@@ -128,7 +135,14 @@ async fn submit(
     if let Some(lock) = policy.lock(user_failures, source_failures) {
         state.store.record_locked_sign_in(&name, &source, lock, now).await?;
         tracing::warn!(source = %source, locked = lock.as_str(), "sign-in refused: locked out");
-        return Ok(render(&state, &ctx, &next, &name, Some(locked_msg()), StatusCode::TOO_MANY_REQUESTS));
+        return Ok(render(
+            &state,
+            &ctx,
+            &next,
+            &name,
+            Some(locked_msg()),
+            StatusCode::TOO_MANY_REQUESTS,
+        ));
     }
     let creds = state.store.staff_credentials(&name).await?;
     let hash = creds.as_ref().map(|c| c.password_hash.clone());
@@ -148,7 +162,14 @@ async fn submit(
                 .await?;
             tracing::info!(source = %source, reason, "sign-in failed");
             return Ok(match locks {
-                Some(_) => render(&state, &ctx, &next, &name, Some(locked_msg()), StatusCode::TOO_MANY_REQUESTS),
+                Some(_) => render(
+                    &state,
+                    &ctx,
+                    &next,
+                    &name,
+                    Some(locked_msg()),
+                    StatusCode::TOO_MANY_REQUESTS,
+                ),
                 None => render(
                     &state,
                     &ctx,
