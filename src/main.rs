@@ -274,7 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !json {
                 println!("  staff sign-in (demo only; password {}):", summary.staff_password);
                 for (name, role) in &summary.staff_users {
-                    println!("             {name:<10} {role}");
+                    println!("             {name:<14} {role}");
                 }
             }
             if no_serve {

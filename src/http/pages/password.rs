@@ -74,7 +74,7 @@ async fn change(State(state): State<AppState>, post: CsrfForm<Change>) -> Result
     if form.new != form.confirm {
         return Ok(refuse(ctx.t("password.mismatch").to_string()));
     }
-    let name = UserName::parse(&page.staff.name).map_err(|e| PageError::BadRequest(e))?;
+    let name = UserName::parse(&page.staff.name).map_err(PageError::BadRequest)?;
     if let Err(e) = access::check_new_password(&name, &form.new) {
         return Ok(refuse(e));
     }
