@@ -25,6 +25,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub jobs: JobsConfig,
+    pub access: AccessConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +83,39 @@ pub struct JobsConfig {
     pub backoff_cap_secs: i64,
 }
 
+/// Staff sign-in: sessions, their cookie, and lock-out after repeated failures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Seconds a staff session lasts from sign-in (absolute, not sliding).
+    pub session_lifetime_secs: i64,
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Keep it on in production; the
+    /// plain-http local `demo` turns it off unless configured.
+    pub cookie_secure: bool,
+    /// Failed sign-ins for one user name within the window that lock that name out.
+    pub lockout_max_failures: u32,
+    /// Failed sign-ins from one source address within the window that lock that address out.
+    pub lockout_max_failures_per_source: u32,
+    /// The lock-out window in seconds: failures older than this no longer count.
+    pub lockout_window_secs: i64,
+    /// Take the source address from the first `X-Forwarded-For` entry (only behind a proxy
+    /// that sets it); otherwise the peer address is used.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            session_lifetime_secs: 8 * 3600,
+            cookie_secure: true,
+            lockout_max_failures: 5,
+            lockout_max_failures_per_source: 20,
+            lockout_window_secs: 900,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -90,6 +124,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             jobs: JobsConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }

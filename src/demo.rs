@@ -52,6 +52,34 @@ pub struct DemoSummary {
     pub accounts: usize,
     pub meters: usize,
     pub database: String,
+    /// The demo's staff users `(name, role)`, all with [`DEMO_STAFF_PASSWORD`].
+    pub staff_users: Vec<(String, String)>,
+    /// The demo staff password (demo only: `serve` never creates users).
+    pub staff_password: String,
+}
+
+/// The password of the demo's staff users. Printed in the demo summary; only the demo uses it.
+pub const DEMO_STAFF_PASSWORD: &str = "meterpay-demo";
+
+/// The demo's staff users: one per role a new user will want to try.
+pub const DEMO_STAFF: &[(&str, crate::access::Role)] = &[
+    ("demo-admin", crate::access::Role::Admin),
+    ("demo-finance", crate::access::Role::Finance),
+    ("demo-operator", crate::access::Role::Operator),
+];
+
+/// Create the demo staff users that are missing (an existing one is left as it is).
+async fn seed_staff(store: &Store, now: chrono::DateTime<Utc>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (name, role) in DEMO_STAFF {
+        if store.staff_user(name).await?.is_none() {
+            let hash = crate::access::hash_password_blocking(DEMO_STAFF_PASSWORD.to_string()).await?;
+            let user = crate::access::UserName::parse(name).map_err(anyhow::Error::msg)?;
+            store.create_staff_user(&user, *role, &hash, ACTOR, now).await?;
+        }
+        out.push((name.to_string(), role.as_str().to_string()));
+    }
+    Ok(out)
 }
 
 /// Create (or find) the demo community with its accounts and meters.
@@ -83,6 +111,7 @@ pub async fn seed(store: &Store) -> anyhow::Result<DemoSummary> {
             meters += 1;
         }
     }
+    let staff_users = seed_staff(store, now).await?;
     Ok(DemoSummary {
         community_code: community.code,
         community_name: community.name,
@@ -90,5 +119,7 @@ pub async fn seed(store: &Store) -> anyhow::Result<DemoSummary> {
         accounts: file.accounts.len(),
         meters,
         database: store.kind().as_str().to_string(),
+        staff_users,
+        staff_password: DEMO_STAFF_PASSWORD.to_string(),
     })
 }

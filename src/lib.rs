@@ -14,6 +14,7 @@
 //! - [`http`]: the API, health, metrics.
 //! - [`config`], [`startup`], [`telemetry`]: wiring.
 
+pub mod access;
 pub mod billing;
 pub mod config;
 pub mod demo;

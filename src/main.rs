@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Staff users who sign in to the pages.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Set up the demo community in the embedded database (idempotently) and serve it.
     Demo {
         /// Address to listen on (overrides http.listen).
@@ -97,6 +102,53 @@ enum TokensCommand {
         #[arg(long, value_parser = ["admin", "operator", "finance", "read_only"])]
         role: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Create a staff user (the first admin this way). The password is asked for at a prompt,
+    /// or read from the first line of standard input with --password-stdin.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "operator", "finance", "read_only"])]
+        role: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List staff users and their roles.
+    List,
+    /// Change a user's role.
+    SetRole {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "operator", "finance", "read_only"])]
+        role: String,
+    },
+    /// Set a new password for a user (ends their sessions).
+    Password {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// A new password from the first line of stdin, or typed twice at a prompt (not echoed).
+fn read_new_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let first = rpassword::prompt_password("New password: ")
+        .context("reading the password at the prompt (use --password-stdin when there is no terminal)")?;
+    let second = rpassword::prompt_password("Repeat it: ").context("reading the password at the prompt")?;
+    anyhow::ensure!(first == second, "the two passwords differ; nothing was changed");
+    Ok(first)
 }
 
 #[tokio::main]
@@ -177,6 +229,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}\n(role {role}; send as Authorization: Bearer <token>; it is not shown again)");
             Ok(())
         }
+        Command::Users { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let outcome = users_command(&store, command).await;
+            store.close().await;
+            outcome
+        }
         Command::Demo { listen, no_serve, json } => {
             if let Some(addr) = listen {
                 config.http.listen = addr.to_string();
@@ -185,6 +244,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if std::env::var_os("METERPAY_LOG__FORMAT").is_none() && cli.config.is_none() {
                 config.log.format = LogFormat::Pretty;
                 config.log.level = "warn".into();
+            }
+            // The demo is served over plain http on this machine: a Secure cookie would not come
+            // back, so sessions use a plain one unless configured otherwise.
+            if std::env::var_os("METERPAY_ACCESS__COOKIE_SECURE").is_none() && cli.config.is_none() {
+                config.access.cookie_secure = false;
             }
             meterpay::telemetry::init(&config.log);
             let store = startup::open_store(&config).await?;
@@ -207,6 +271,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  meters     {}", summary.meters);
                 println!("  database   {}", meterpay::config::redact_url(config.database_url()));
             }
+            if !json {
+                println!("  staff sign-in (demo only; password {}):", summary.staff_password);
+                for (name, role) in &summary.staff_users {
+                    println!("             {name:<14} {role}");
+                }
+            }
             if no_serve {
                 store.close().await;
                 return Ok(());
@@ -217,9 +287,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!();
                 println!("  serving    {base}");
                 println!("  health     {base}/healthz   readiness {base}/readyz   metrics {base}/metrics");
+                println!("  sign in    {base}/staff/sign-in");
                 println!("  stop with Ctrl-C");
             }
             app.run_until(startup::shutdown_signal()).await
         }
     }
+}
+
+async fn users_command(store: &meterpay::store::Store, command: UsersCommand) -> anyhow::Result<()> {
+    use meterpay::access::{self, Role, UserName};
+    let now = chrono::Utc::now();
+    match command {
+        UsersCommand::Add {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let name = UserName::parse(&name).map_err(anyhow::Error::msg)?;
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let password = read_new_password(password_stdin)?;
+            access::check_new_password(&name, &password).map_err(anyhow::Error::msg)?;
+            let hash = access::hash_password_blocking(password).await?;
+            match store.create_staff_user(&name, role, &hash, "cli", now).await {
+                Ok(_) => {}
+                Err(e) if e.is_duplicate() => {
+                    anyhow::bail!("a staff user named {name} already exists; nothing was changed")
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("creating staff user {name}"))),
+            }
+            println!("staff user {name} created with role {role}; sign in at /staff/sign-in");
+        }
+        UsersCommand::List => {
+            for u in store.list_staff_users().await? {
+                let state = if u.disabled_at.is_some() { "disabled" } else { "active" };
+                println!("{:<24} {:<10} {state}", u.name, u.role);
+            }
+        }
+        UsersCommand::SetRole { name, role } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            store.set_staff_role(&name, role, "cli", now).await?;
+            println!("staff user {name} now has role {role}");
+        }
+        UsersCommand::Password { name, password_stdin } => {
+            let user = UserName::parse(&name).map_err(anyhow::Error::msg)?;
+            let password = read_new_password(password_stdin)?;
+            access::check_new_password(&user, &password).map_err(anyhow::Error::msg)?;
+            let hash = access::hash_password_blocking(password).await?;
+            store.set_staff_password(&name, &hash, None, "cli", now).await?;
+            println!("password of {name} changed; their sessions were ended");
+        }
+    }
+    Ok(())
 }

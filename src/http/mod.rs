@@ -6,7 +6,9 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod pages;
 pub mod readings;
+pub mod staff_admin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +44,11 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(readings::router())
+        .merge(staff_admin::router())
+        .merge(pages::router())
         .fallback(error::not_found)
+        // Resolves the session cookie and enforces CSRF on every route (see `auth`).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TimeoutLayer::with_status_code(

@@ -69,3 +69,72 @@ impl Store {
         })
     }
 }
+
+/// An API token as listed to admins (never the token or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct ApiTokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+}
+
+impl Store {
+    /// Every token, newest first, revoked ones included (marked).
+    pub async fn list_api_tokens(&self) -> Result<Vec<ApiTokenInfo>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, ApiTokenInfo>(
+                "SELECT id, name, role, created_at, revoked_at, revoked_by FROM api_tokens ORDER BY id DESC",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("listing API tokens", e))
+        })
+    }
+
+    /// Revoke a token (idempotent: revoking a revoked token changes nothing and is not audited
+    /// again). Returns the token as it now is.
+    pub async fn revoke_api_token(&self, id: i64, actor: &str, now: DateTime<Utc>) -> Result<ApiTokenInfo, StoreError> {
+        let what = "revoking an API token";
+        in_tx!(self, what, |tx| {
+            let revoked: Option<ApiTokenInfo> = sqlx::query_as(
+                "UPDATE api_tokens SET revoked_at = $2, revoked_by = $3 WHERE id = $1 AND revoked_at IS NULL \
+                 RETURNING id, name, role, created_at, revoked_at, revoked_by",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(actor)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+            match revoked {
+                Some(info) => {
+                    let rec = AuditRecord {
+                        actor: actor.into(),
+                        action: "api_token.revoke".into(),
+                        subject_type: "api_token".into(),
+                        subject_id: id.to_string(),
+                        before: Some(serde_json::json!({"revoked": false})),
+                        after: Some(serde_json::json!({"revoked": true, "name": info.name, "role": info.role})),
+                        reason: None,
+                        request_id: None,
+                    };
+                    insert_audit!(&mut *tx, &rec, now)?;
+                    Ok(info)
+                }
+                None => {
+                    let existing: Option<ApiTokenInfo> = sqlx::query_as(
+                        "SELECT id, name, role, created_at, revoked_at, revoked_by FROM api_tokens WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(what, e))?;
+                    existing.ok_or_else(|| StoreError::NotFound(format!("API token {id}")))
+                }
+            }
+        })
+    }
+}

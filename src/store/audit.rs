@@ -77,3 +77,19 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// The latest `limit` audit records, newest first.
+    pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, AuditRow>(
+                "SELECT id, at, actor, action, subject_type, subject_id, before_json, after_json, reason, request_id \
+                 FROM audit_log ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("reading the audit log", e))
+        })
+    }
+}

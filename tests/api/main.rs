@@ -1,8 +1,12 @@
 //! Black-box suites, run on SQLite always and on PostgreSQL when `TEST_DATABASE_URL` is set.
 
+mod access_suite;
 mod api_suite;
+mod browser;
+mod browser_suite;
 mod helpers;
 mod jobs_suite;
 mod ledger_suite;
 mod readings_suite;
+mod staff;
 mod store_suite;
