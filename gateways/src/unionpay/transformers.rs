@@ -85,7 +85,7 @@ pub fn clearing_day(t: DateTime<Utc>) -> NaiveDate {
 /// A year-less `MMDDhhmmss` (traceTime, ZM field 5) placed in the year that puts it nearest to
 /// `reference` (the file's settlement date, or the order's txnTime): `1231233000` next to
 /// 2027-01-01 is 2026-12-31, `0101000500` next to 2026-12-31 is 2027-01-01. Invalid dates
-/// (`0230…`, or `0229…` in a year with no 29 February) are refused.
+/// (`0230…`, or `0229…` with no 29 February within half a year) are refused.
 pub fn year_less_time(mmddhhmmss: &str, reference: NaiveDate) -> Option<NaiveDateTime> {
     if mmddhhmmss.len() != 10 || !mmddhhmmss.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -97,6 +97,7 @@ pub fn year_less_time(mmddhhmmss: &str, reference: NaiveDate) -> Option<NaiveDat
         .into_iter()
         .filter_map(|year| NaiveDate::from_ymd_opt(year, mo, d)?.and_hms_opt(h, mi, s))
         .min_by_key(|t| (t.date() - reference).num_days().abs())
+        .filter(|t| (t.date() - reference).num_days().abs() <= 183)
 }
 
 // --- message syntaxes ------------------------------------------------------------------------
