@@ -483,6 +483,9 @@ async fn a_refund_still_processing_is_queried_as_processing() {
     assert_eq!(q.state, RefundState::Processing);
 }
 
+/// kind, order, refund, amount, fee.
+type RowSummary<'a> = (RowKind, &'a str, Option<&'a str>, i64, Option<i64>);
+
 #[tokio::test]
 async fn the_days_file_downloads_and_parses_back_with_fees_after_the_clearing_day() {
     let (sb, client) = sandbox().await;
@@ -529,7 +532,7 @@ async fn the_days_file_downloads_and_parses_back_with_fees_after_the_clearing_da
         "fileContent is base64"
     );
     let file = client.parse_settlement(&bytes).unwrap();
-    let rows: Vec<(RowKind, &str, Option<&str>, i64, Option<i64>)> = file
+    let rows: Vec<RowSummary> = file
         .rows
         .iter()
         .map(|r| {
@@ -842,5 +845,65 @@ async fn a_changed_byte_anywhere_in_a_signed_notification_fails_verification() {
         checked > body.len(),
         "{checked} variants checked over {} bytes",
         body.len()
+    );
+}
+
+#[test]
+fn a_changed_byte_anywhere_in_a_signed_answer_fails_verification() {
+    use meterpay_gateways::unionpay::transformers::{parse_answer, write_answer};
+    use meterpay_gateways::unionpay::verify::verify_fields;
+    let sim = UnionPaySim::from_fixtures();
+    let mut fields: Vec<(String, String)> = [
+        ("version", "5.1.0"),
+        ("encoding", "UTF-8"),
+        ("signMethod", "01"),
+        ("txnType", "00"),
+        ("merId", MER),
+        ("orderId", "W20261201000120"),
+        ("respCode", "00"),
+        ("respMsg", "成功[0000000]"),
+        ("origRespCode", "00"),
+        ("txnAmt", "8880"),
+        ("queryId", "261201103000000000001"),
+        ("reqReserved", "{a=1&b=2}"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    sim.sign(&mut fields);
+    let text = write_answer(&fields);
+    let trust = meterpay_gateways::unionpay::TrustStore::new(
+        ROOT_PEM,
+        MIDDLE_PEM,
+        meterpay_gateways::unionpay::UnionPayEnvironment::Test,
+    )
+    .unwrap();
+    let now = Utc::now();
+    let original = parse_answer(&text).unwrap();
+    assert!(verify_fields(&trust, &original, now).is_ok());
+    let bytes = text.as_bytes();
+    let mut checked = 0;
+    for i in 0..bytes.len() {
+        let mut changed = bytes.to_vec();
+        changed[i] = if bytes[i] == b'x' { b'y' } else { b'x' };
+        let Ok(t) = std::str::from_utf8(&changed) else {
+            continue; // inside a multi-byte character: not text the client would accept either
+        };
+        match parse_answer(t) {
+            Err(_) => checked += 1,
+            Ok(f) if f == original => {}
+            Ok(f) => {
+                checked += 1;
+                assert!(
+                    verify_fields(&trust, &f, now).is_err(),
+                    "byte {i} changed and the answer still verified"
+                );
+            }
+        }
+    }
+    assert!(
+        checked * 10 > bytes.len() * 9,
+        "{checked} of {} positions checked",
+        bytes.len()
     );
 }

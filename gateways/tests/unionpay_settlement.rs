@@ -60,6 +60,18 @@ fn with_field(l: &str, field: usize, value: &str) -> String {
     chars.into_iter().collect()
 }
 
+/// kind, order, refund, gateway txn id, amount, fee text, fee fen, time.
+type Summary<'a> = (
+    RowKind,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    i64,
+    &'a str,
+    Option<i64>,
+    String,
+);
+
 #[test]
 fn the_file_transfer_payload_parses_into_payments_and_refunds_with_exact_fees() {
     let f = parse_file(FIXTURE).unwrap();
@@ -76,7 +88,7 @@ fn the_file_transfer_payload_parses_into_payments_and_refunds_with_exact_fees() 
         crypto::sha256_hex(FIXTURE),
         "the hash is of the bytes as downloaded"
     );
-    let summary: Vec<(RowKind, &str, Option<&str>, &str, i64, &str, Option<i64>, String)> = s
+    let summary: Vec<Summary> = s
         .rows
         .iter()
         .map(|r| {

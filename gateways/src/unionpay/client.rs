@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use tracing::Instrument;
 
 use super::codes::RespCode;
 use super::sign::{SigningIdentity, SigningKeyError};
@@ -225,7 +226,10 @@ impl UnionPayClient {
         let body = wire::write_form(&fields);
         let order = field(&fields, "orderId").unwrap_or("-").to_string();
         let span = tracing::info_span!("unionpay", operation = what, order_no = %order, mer_id = %self.merchant_id);
-        let _enter = span.enter();
+        self.exchange(url, body, what).instrument(span).await
+    }
+
+    async fn exchange(&self, url: &str, body: String, what: &str) -> Result<Fields, GatewayError> {
         let resp = self
             .http
             .post(url)
@@ -449,6 +453,8 @@ impl PaymentGateway for UnionPayClient {
         })
     }
 
+    /// UnionPay notifications carry no timestamp to bound: `now` is the moment the signer's
+    /// certificate chain must be valid at.
     fn verify_notification(
         &self,
         notification: IncomingNotification<'_>,

@@ -383,3 +383,77 @@ pub fn verify_fields(trust: &TrustStore, fields: &[(String, String)], now: DateT
         NotifyError::BadSignature(format!("{e} (SHA256withRSA over the hex SHA-256 of the sorted fields)"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &[u8] = include_bytes!("../../../fixtures/sandbox/unionpay/root.pem");
+    const MIDDLE: &[u8] = include_bytes!("../../../fixtures/sandbox/unionpay/middle.pem");
+    const SIGN: &[u8] = include_bytes!("../../../fixtures/sandbox/unionpay/sign.pem");
+
+    fn der(pem: &[u8]) -> Vec<u8> {
+        crypto::der_blocks(pem).remove(0).1
+    }
+
+    #[test]
+    fn anchors_load_from_der_or_pem_and_from_a_bundle_in_any_order() {
+        let now = Utc::now();
+        let pem = String::from_utf8(SIGN.to_vec()).unwrap();
+        for trust in [
+            TrustStore::new(ROOT, MIDDLE, UnionPayEnvironment::Test).unwrap(),
+            TrustStore::new(&der(ROOT), &der(MIDDLE), UnionPayEnvironment::Test).unwrap(),
+            TrustStore::from_bundle(&[MIDDLE, ROOT].concat(), None).unwrap(),
+        ] {
+            assert_eq!(
+                trust.environment(),
+                UnionPayEnvironment::Test,
+                "the sandbox CAs say TEST"
+            );
+            assert!(trust.signer_key(&pem, now).is_ok());
+            assert!(trust.signer_key(&pem, now).is_ok(), "and again from the cache");
+        }
+    }
+
+    #[test]
+    fn anchors_that_do_not_chain_are_refused() {
+        assert!(matches!(
+            TrustStore::new(MIDDLE, ROOT, UnionPayEnvironment::Test),
+            Err(TrustError::RootNotSelfSigned(_))
+        ));
+        assert!(matches!(
+            TrustStore::new(ROOT, SIGN, UnionPayEnvironment::Test),
+            Err(TrustError::MiddleNotFromRoot { .. })
+        ));
+        assert!(matches!(
+            TrustStore::from_bundle(ROOT, None),
+            Err(TrustError::Bundle(_))
+        ));
+        assert!(matches!(
+            TrustStore::new(b"junk", MIDDLE, UnionPayEnvironment::Test),
+            Err(TrustError::Unreadable { which: "root", .. })
+        ));
+    }
+
+    #[test]
+    fn the_cache_still_checks_validity_and_production_refuses_the_test_signer() {
+        let pem = String::from_utf8(SIGN.to_vec()).unwrap();
+        let trust = TrustStore::new(ROOT, MIDDLE, UnionPayEnvironment::Test).unwrap();
+        assert!(trust.signer_key(&pem, Utc::now()).is_ok());
+        let later = "2050-06-01T00:00:00Z".parse().unwrap();
+        assert!(matches!(trust.signer_key(&pem, later), Err(NotifyError::UnknownKey(_))));
+        let prod = TrustStore::new(ROOT, MIDDLE, UnionPayEnvironment::Production).unwrap();
+        assert!(
+            matches!(prod.signer_key(&pem, Utc::now()), Err(NotifyError::UnknownKey(m)) if m.contains("00040000:SIGN"))
+        );
+        assert!(UnionPayEnvironment::Production.accepts_signer(UNIONPAY_CN));
+        assert!(!UnionPayEnvironment::Production.accepts_signer(TEST_SIGNER_CN));
+        assert!(matches!(
+            trust.signer_key(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+                Utc::now()
+            ),
+            Err(NotifyError::Malformed(_))
+        ));
+    }
+}
