@@ -19,6 +19,7 @@
 //! [`SimTxn`] and lands in exactly one day's settlement file (China Standard Time day), unless a
 //! [`FilePlant`] deliberately plants a difference.
 
+pub mod unionpay;
 pub mod wallet;
 
 use std::collections::{HashMap, HashSet};
@@ -313,6 +314,11 @@ pub trait GatewaySim: Send + Sync + 'static {
     /// The day's settlement file for a merchant, in the gateway's real format (the bytes its
     /// download answers with), from the day's transactions (plants already applied).
     fn settlement_file(&self, sandbox: &Sandbox, merchant: &SimMerchant, day: NaiveDate, txns: &[SimTxn]) -> Vec<u8>;
+    /// The settlement day a transaction at `at` belongs to. Default: its China Standard Time
+    /// calendar day. (UnionPay's clearing day runs 23:00 → 23:00, so it overrides this.)
+    fn settlement_day(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&cst()).date_naive()
+    }
 }
 
 struct Inner {
@@ -832,14 +838,18 @@ impl Sandbox {
 
     // --- settlement files --------------------------------------------------------------------
 
-    /// The day's transactions for a merchant (China Standard Time day), with the planted
+    /// The day's transactions for a merchant (its settlement day: the China Standard Time day
+    /// unless the gateway's sim says otherwise, see [`GatewaySim::settlement_day`]), with the planted
     /// differences applied, in time order.
     pub fn day_transactions(&self, channel: Channel, merchant_id: &str, day: NaiveDate) -> Vec<SimTxn> {
+        let sim = self.sim(channel);
+        let day_of = |at: DateTime<Utc>| match &sim {
+            Some(s) => s.settlement_day(at),
+            None => at.with_timezone(&cst()).date_naive(),
+        };
         let mut txns: Vec<SimTxn> = lock(&self.inner.txns)
             .iter()
-            .filter(|t| {
-                t.channel == channel && t.merchant_id == merchant_id && t.at.with_timezone(&cst()).date_naive() == day
-            })
+            .filter(|t| t.channel == channel && t.merchant_id == merchant_id && day_of(t.at) == day)
             .cloned()
             .collect();
         txns.sort_by_key(|t| t.at);
