@@ -107,8 +107,9 @@ impl WechatPayConfig {
         merchant_key: &[u8],
         apiv3_key: &[u8],
     ) -> Result<WechatPayConfig, WechatPayConfigError> {
-        if mchid.is_empty() || !mchid.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(WechatPayConfigError::Invalid(format!("mchid {mchid:?} is not a number")));
+        // Real mchids are digits; the sandbox accepts any alphanumeric id.
+        if mchid.is_empty() || !mchid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(WechatPayConfigError::Invalid(format!("mchid {mchid:?} is not alphanumeric")));
         }
         if appid.trim().is_empty() {
             return Err(WechatPayConfigError::Invalid("appid is empty".into()));
