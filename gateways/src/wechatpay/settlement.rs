@@ -18,7 +18,7 @@
 //! `微信退款单号` stays in the original line). `REVOKED` rows (micropay revocations) are not
 //! payments: they are counted against the summary but not returned as rows.
 //!
-//! Checks: unknown or missing columns, a field without its back-tick, a row with the wrong number
+//! Checks: unknown or missing columns, a file not ending in a line break (truncated), a field without its back-tick, a row with the wrong number
 //! of fields, bad UTF-8, a file that ends before its summary (truncated), and every summary total
 //! against the sum of its column (a summary written with fewer decimals than its rows is compared
 //! after rounding the sum half-up to the summary's decimals).
@@ -186,6 +186,36 @@ fn parse_text(text: &str) -> Result<(Vec<SettlementRow>, BillType), SettlementEr
     if header_line.text.starts_with('`') {
         return Err(bad(header_line.no, "the first line is a data row, not the column header"));
     }
+    // A file that ends before its summary is truncated, whatever else is wrong with it.
+    let Some(summary_at) = nonempty
+        .iter()
+        .rposition(|l| l.text.starts_with(SUMMARY_FIRST_COLUMN))
+        .filter(|i| *i > 0)
+    else {
+        let last = nonempty.last().map(|l| l.no).unwrap_or(1);
+        return Err(SettlementError::Truncated(format!(
+            "no summary ({SUMMARY_FIRST_COLUMN},…) follows the rows; the file ends at line {last}"
+        )));
+    };
+    let summary_header_line = nonempty[summary_at];
+    let Some(summary_line) = nonempty.get(summary_at + 1) else {
+        return Err(SettlementError::Truncated(format!(
+            "the summary header at line {} has no values after it",
+            summary_header_line.no
+        )));
+    };
+    if let Some(extra) = nonempty.get(summary_at + 2) {
+        return Err(bad(extra.no, "unexpected line after the summary"));
+    }
+    // The summary's last value could be cut at a trailing zero and still add up: the line break
+    // that ends every bill is what shows it is whole.
+    if !text.ends_with('\n') {
+        return Err(SettlementError::Truncated(format!(
+            "the summary at line {} is not followed by the line break that ends the file",
+            summary_line.no
+        )));
+    }
+
     let header: Vec<&str> = header_line.text.split(',').map(str::trim).collect();
     for (i, name) in header.iter().enumerate() {
         if !KNOWN_COLUMNS.contains(name) {
@@ -224,27 +254,6 @@ fn parse_text(text: &str) -> Result<(Vec<SettlementRow>, BillType), SettlementEr
             col("退款成功时间"),
         )),
     };
-
-    let Some(summary_at) = nonempty
-        .iter()
-        .rposition(|l| l.text.starts_with(SUMMARY_FIRST_COLUMN))
-        .filter(|i| *i > 0)
-    else {
-        let last = nonempty.last().map(|l| l.no).unwrap_or(1);
-        return Err(SettlementError::Truncated(format!(
-            "no summary ({SUMMARY_FIRST_COLUMN},…) follows the rows; the file ends at line {last}"
-        )));
-    };
-    let summary_header_line = nonempty[summary_at];
-    let Some(summary_line) = nonempty.get(summary_at + 1) else {
-        return Err(SettlementError::Truncated(format!(
-            "the summary header at line {} has no values after it",
-            summary_header_line.no
-        )));
-    };
-    if let Some(extra) = nonempty.get(summary_at + 2) {
-        return Err(bad(extra.no, "unexpected line after the summary"));
-    }
 
     // Detail rows.
     let mut rows = Vec::new();
