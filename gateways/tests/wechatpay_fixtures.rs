@@ -29,7 +29,15 @@ const TS: i64 = 1764554400; // 2025-12-01T02:00:00Z
 const PAY_PLAINTEXT: &str = r#"{"appid":"wx5a1b2c3d4e5f6a7b","mchid":"1900000109","out_trade_no":"W20251201000001","transaction_id":"4200000000202512010000000001","trade_type":"NATIVE","trade_state":"SUCCESS","trade_state_desc":"支付成功","bank_type":"OTHERS","attach":"","success_time":"2025-12-01T09:59:58+08:00","payer":{"openid":"o6d3b0d4e8c1f2a5b7c9e0f1a2b3c4"},"amount":{"total":8880,"payer_total":8880,"currency":"CNY","payer_currency":"CNY"}}"#;
 const REFUND_PLAINTEXT: &str = r#"{"mchid":"1900000109","out_trade_no":"W20251201000001","transaction_id":"4200000000202512010000000001","out_refund_no":"R20251201000001","refund_id":"50320251201000000000000000001","refund_status":"SUCCESS","success_time":"2025-12-01T10:05:00+08:00","user_received_account":"支付用户零钱","amount":{"total":8880,"refund":1000,"payer_total":8880,"payer_refund":1000}}"#;
 
-fn make_notification(id: &str, event: &str, summary: &str, original_type: &str, nonce: &str, plaintext: &str, header_nonce: &str) -> (Vec<u8>, String) {
+fn make_notification(
+    id: &str,
+    event: &str,
+    summary: &str,
+    original_type: &str,
+    nonce: &str,
+    plaintext: &str,
+    header_nonce: &str,
+) -> (Vec<u8>, String) {
     let key = ApiV3Key::new(&read("wechatpay/apiv3_key.txt")).unwrap();
     let ciphertext = key.encrypt(nonce, original_type, plaintext.as_bytes()).unwrap();
     let body = format!(
@@ -52,7 +60,10 @@ fn bill_all() -> String {
         "`2025-12-01 10:05:00,`wx5a1b2c3d4e5f6a7b,`1900000109,`0,`,`4200000000202512010000000001,`W20251201000001,`o6d3b0d4e8c1f2a5b7c9e0f1a2b3c4,`NATIVE,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`50320251201000000000000000001,`R20251201000001,`10.00,`0.00,`ORIGINAL,`SUCCESS,`2025-11 水电费, 3-2-1201,`,`-0.06000,`0.60%,`0.00,`10.00,`",
     ];
     let s = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
-    format!("\u{feff}{h}\r\n{}\r\n{s}\r\n`3,`188.80,`10.00,`0.00,`1.07280,`188.80,`10.00\r\n", rows.join("\r\n"))
+    format!(
+        "\u{feff}{h}\r\n{}\r\n{s}\r\n`3,`188.80,`10.00,`0.00,`1.07280,`188.80,`10.00\r\n",
+        rows.join("\r\n")
+    )
 }
 
 fn bill_success() -> String {
@@ -75,10 +86,26 @@ fn regenerate_fixtures_when_asked() {
         return;
     }
     let w = |rel: &str, bytes: &[u8]| std::fs::write(dir().join(rel), bytes).unwrap();
-    let (b, h) = make_notification("5e2c1b7a-0d4f-5a9e-8c3b-20251201000001", "TRANSACTION.SUCCESS", "支付成功", "transaction", "pXm2Qe8Lr4Tz", PAY_PLAINTEXT, "N8WQ4K2ZC7P1R5TX3M9B6D0FJ2H8L4VS");
+    let (b, h) = make_notification(
+        "5e2c1b7a-0d4f-5a9e-8c3b-20251201000001",
+        "TRANSACTION.SUCCESS",
+        "支付成功",
+        "transaction",
+        "pXm2Qe8Lr4Tz",
+        PAY_PLAINTEXT,
+        "N8WQ4K2ZC7P1R5TX3M9B6D0FJ2H8L4VS",
+    );
     w("wechatpay/notify_transaction_success.body.json", &b);
     w("wechatpay/notify_transaction_success.headers.txt", h.as_bytes());
-    let (b, h) = make_notification("5e2c1b7a-0d4f-5a9e-8c3b-20251201000002", "REFUND.SUCCESS", "退款成功", "refund", "Rf7Kd2Wq9Ln3", REFUND_PLAINTEXT, "A3LK9Q2W7E5R1T8Y4U6I0O2P9S3D5F7G");
+    let (b, h) = make_notification(
+        "5e2c1b7a-0d4f-5a9e-8c3b-20251201000002",
+        "REFUND.SUCCESS",
+        "退款成功",
+        "refund",
+        "Rf7Kd2Wq9Ln3",
+        REFUND_PLAINTEXT,
+        "A3LK9Q2W7E5R1T8Y4U6I0O2P9S3D5F7G",
+    );
     w("wechatpay/notify_refund_success.body.json", &b);
     w("wechatpay/notify_refund_success.headers.txt", h.as_bytes());
     w("wechatpay/tradebill_ALL.csv", bill_all().as_bytes());
@@ -105,7 +132,16 @@ fn our_payment_notification_fixture_verifies_with_the_sandbox_certificate_and_de
     let h = headers(&read("wechatpay/notify_transaction_success.headers.txt"));
     let cert = read("sandbox/wechatpay/platform_old_cert.pem");
     let key = read("wechatpay/apiv3_key.txt");
-    let v = inspect_notification(&cert, Some(&key), IncomingNotification { headers: &h, body: &body }, now()).unwrap();
+    let v = inspect_notification(
+        &cert,
+        Some(&key),
+        IncomingNotification {
+            headers: &h,
+            body: &body,
+        },
+        now(),
+    )
+    .unwrap();
     assert_eq!(
         v.event,
         NotificationEvent::Payment {
@@ -116,10 +152,22 @@ fn our_payment_notification_fixture_verifies_with_the_sandbox_certificate_and_de
             paid_at: Some("2025-12-01T01:59:58Z".parse().unwrap()),
         }
     );
-    assert_eq!((v.merchant_id.as_str(), v.event_id.as_str()), ("1900000109", "5e2c1b7a-0d4f-5a9e-8c3b-20251201000001"));
+    assert_eq!(
+        (v.merchant_id.as_str(), v.event_id.as_str()),
+        ("1900000109", "5e2c1b7a-0d4f-5a9e-8c3b-20251201000001")
+    );
     // The other platform certificate did not sign it.
     let other = read("sandbox/wechatpay/platform_new_cert.pem");
-    assert!(inspect_notification(&other, Some(&key), IncomingNotification { headers: &h, body: &body }, now()).is_err());
+    assert!(inspect_notification(
+        &other,
+        Some(&key),
+        IncomingNotification {
+            headers: &h,
+            body: &body
+        },
+        now()
+    )
+    .is_err());
 }
 
 #[test]
@@ -129,7 +177,10 @@ fn our_refund_notification_fixture_verifies_and_says_the_refund_succeeded() {
     let v = inspect_notification(
         &read("sandbox/wechatpay/platform_old_cert.pem"),
         Some(&read("wechatpay/apiv3_key.txt")),
-        IncomingNotification { headers: &h, body: &body },
+        IncomingNotification {
+            headers: &h,
+            body: &body,
+        },
         now(),
     )
     .unwrap();
@@ -150,24 +201,44 @@ fn our_refund_notification_fixture_verifies_and_says_the_refund_succeeded() {
 fn our_trade_bill_fixtures_parse_in_their_layouts() {
     let (all, t) = parse_with_type(&read("wechatpay/tradebill_ALL.csv")).unwrap();
     assert_eq!(t, BillType::All);
-    let got: Vec<(RowKind, &str, Option<&str>, i64, &str, Option<i64>)> = all
+    type Row<'a> = (RowKind, &'a str, Option<&'a str>, i64, &'a str, Option<i64>);
+    let got: Vec<Row<'_>> = all
         .rows
         .iter()
-        .map(|r| (r.kind, r.order_no.as_str(), r.refund_no.as_deref(), r.amount_fen, r.fee.as_str(), r.fee_fen))
+        .map(|r| {
+            (
+                r.kind,
+                r.order_no.as_str(),
+                r.refund_no.as_deref(),
+                r.amount_fen,
+                r.fee.as_str(),
+                r.fee_fen,
+            )
+        })
         .collect();
     assert_eq!(
         got,
         [
             (RowKind::Payment, "W20251201000001", None, 8880, "0.53280", None),
             (RowKind::Payment, "W20251201000002", None, 10_000, "0.60000", Some(60)),
-            (RowKind::Refund, "W20251201000001", Some("R20251201000001"), 1000, "-0.06000", Some(-6)),
+            (
+                RowKind::Refund,
+                "W20251201000001",
+                Some("R20251201000001"),
+                1000,
+                "-0.06000",
+                Some(-6)
+            ),
         ]
     );
     assert_eq!(all.rows[0].time.to_string(), "2025-12-01 09:59:58");
     let (s, t) = parse_with_type(&read("wechatpay/tradebill_SUCCESS.csv")).unwrap();
     assert_eq!((t, s.rows.len(), s.rows[0].amount_fen), (BillType::Success, 1, 10_000));
     let (r, t) = parse_with_type(&read("wechatpay/tradebill_REFUND.csv")).unwrap();
-    assert_eq!((t, r.rows.len(), r.rows[0].time.to_string()), (BillType::Refund, 1, "2025-12-01 10:04:55".to_string()));
+    assert_eq!(
+        (t, r.rows.len(), r.rows[0].time.to_string()),
+        (BillType::Refund, 1, "2025-12-01 10:04:55".to_string())
+    );
 }
 
 #[test]
@@ -179,7 +250,10 @@ fn every_truncation_of_our_bill_is_refused() {
         assert!(
             matches!(
                 r,
-                Err(SettlementError::Truncated(_) | SettlementError::SummaryMismatch(_) | SettlementError::BadRow { .. } | SettlementError::Encoding { .. })
+                Err(SettlementError::Truncated(_)
+                    | SettlementError::SummaryMismatch(_)
+                    | SettlementError::BadRow { .. }
+                    | SettlementError::Encoding { .. })
             ),
             "cut at {cut}: {r:?}"
         );

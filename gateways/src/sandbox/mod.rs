@@ -795,7 +795,9 @@ impl Sandbox {
     }
 
     async fn deliver(&self, mut n: OutgoingNotification, tampered: bool) {
-        let delays: Vec<Duration> = std::iter::once(Duration::ZERO).chain(n.schedule.iter().copied()).collect();
+        let delays: Vec<Duration> = std::iter::once(Duration::ZERO)
+            .chain(n.schedule.iter().copied())
+            .collect();
         for (i, d) in delays.into_iter().enumerate() {
             if !d.is_zero() {
                 tokio::time::sleep(self.scaled(d)).await;

@@ -155,7 +155,10 @@ impl WechatPaySim {
 
     /// Serial of the certificate signing now.
     pub fn signing_serial(&self) -> String {
-        self.inner.certs[self.inner.signing.load(Ordering::SeqCst)].cert.serial_no.clone()
+        self.inner.certs[self.inner.signing.load(Ordering::SeqCst)]
+            .cert
+            .serial_no
+            .clone()
     }
 
     /// Serials of the old and the new platform certificate.
@@ -253,6 +256,7 @@ impl WechatPaySim {
     }
 
     /// Check the request's `Authorization` as WeChat Pay does; the merchant it speaks for.
+    #[allow(clippy::result_large_err)] // the refusal is the answer itself, built once per request
     fn authenticate(
         &self,
         sb: &Sandbox,
@@ -261,26 +265,38 @@ impl WechatPaySim {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<SimMerchant, Response> {
-        let sign_error = |m: Option<&SimMerchant>, msg: &str| self.error(m, StatusCode::UNAUTHORIZED, "SIGN_ERROR", msg);
+        let sign_error =
+            |m: Option<&SimMerchant>, msg: &str| self.error(m, StatusCode::UNAUTHORIZED, "SIGN_ERROR", msg);
         let value = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| sign_error(None, "缺少Authorization请求头 (Authorization header missing)"))?;
         let auth = Authorization::parse(value)
             .map_err(|e| sign_error(None, &format!("Http头Authorization值格式错误 ({e})")))?;
-        let merchant = sb
-            .merchant(Channel::Wechatpay, &auth.mchid)
-            .map_err(|_| self.error(None, StatusCode::BAD_REQUEST, "MCH_NOT_EXISTS", "商户号不存在 (no such mchid)"))?;
+        let merchant = sb.merchant(Channel::Wechatpay, &auth.mchid).map_err(|_| {
+            self.error(
+                None,
+                StatusCode::BAD_REQUEST,
+                "MCH_NOT_EXISTS",
+                "商户号不存在 (no such mchid)",
+            )
+        })?;
         if let Some(serial) = merchant.extra.get("serial_no") {
             if !serial.eq_ignore_ascii_case(&auth.serial_no) {
                 return Err(sign_error(
                     Some(&merchant),
-                    &format!("商户证书序列号有误 (serial_no {} is not the merchant's certificate)", auth.serial_no),
+                    &format!(
+                        "商户证书序列号有误 (serial_no {} is not the merchant's certificate)",
+                        auth.serial_no
+                    ),
                 ));
             }
         }
         if (Utc::now().timestamp() - auth.timestamp).abs() >= TIMESTAMP_WINDOW_SECS {
-            return Err(sign_error(Some(&merchant), "请求的时间戳已过期 (timestamp outside five minutes)"));
+            return Err(sign_error(
+                Some(&merchant),
+                "请求的时间戳已过期 (timestamp outside five minutes)",
+            ));
         }
         let canonical = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let message = request_message(method.as_str(), canonical, auth.timestamp, &auth.nonce_str, body);
@@ -320,27 +336,45 @@ impl WechatPaySim {
     fn sim_error(&self, m: &SimMerchant, e: SimError, on_refund: bool) -> Response {
         let (status, code, msg) = match &e {
             SimError::AlreadyPaid(_) => (StatusCode::FORBIDDEN, "ORDERPAID", "该订单已支付 (order already paid)"),
-            SimError::Closed(_) | SimError::Expired(_) => (StatusCode::BAD_REQUEST, "ORDER_CLOSED", "订单已关闭 (order closed)"),
+            SimError::Closed(_) | SimError::Expired(_) => {
+                (StatusCode::BAD_REQUEST, "ORDER_CLOSED", "订单已关闭 (order closed)")
+            }
             SimError::DuplicateOrder(_) => (
                 StatusCode::FORBIDDEN,
                 "OUT_TRADE_NO_USED",
                 "商户订单号重复 (out_trade_no used with other details)",
             ),
-            SimError::NoSuchOrder(_) if on_refund => (StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在 (no such order)"),
+            SimError::NoSuchOrder(_) if on_refund => (
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_EXISTS",
+                "订单不存在 (no such order)",
+            ),
             SimError::NoSuchOrder(_) => (StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在 (no such order)"),
             SimError::NotPaid(_) => (
                 StatusCode::NOT_FOUND,
                 "RESOURCE_NOT_EXISTS",
                 "订单未支付 (the order is not paid)",
             ),
-            SimError::RefundTooLarge { .. } => (StatusCode::FORBIDDEN, "NOT_ENOUGH", "可退金额不足 (refundable balance short)"),
+            SimError::RefundTooLarge { .. } => (
+                StatusCode::FORBIDDEN,
+                "NOT_ENOUGH",
+                "可退金额不足 (refundable balance short)",
+            ),
             SimError::RefundConflict(_) => (
                 StatusCode::BAD_REQUEST,
                 "INVALID_REQUEST",
                 "退款单号已存在且金额不一致 (out_refund_no used with another amount)",
             ),
-            SimError::NoSuchRefund(_) => (StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在 (no such refund)"),
-            SimError::UnknownMerchant(..) => (StatusCode::BAD_REQUEST, "MCH_NOT_EXISTS", "商户号不存在 (no such mchid)"),
+            SimError::NoSuchRefund(_) => (
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_EXISTS",
+                "退款单不存在 (no such refund)",
+            ),
+            SimError::UnknownMerchant(..) => (
+                StatusCode::BAD_REQUEST,
+                "MCH_NOT_EXISTS",
+                "商户号不存在 (no such mchid)",
+            ),
         };
         self.error(Some(m), status, code, &format!("{msg}: {e}"))
     }
@@ -351,10 +385,18 @@ impl WechatPaySim {
             Err(e) => return self.param_error(m, &format!("请求参数格式错误 (the body does not parse: {e})")),
         };
         if req.mchid != m.merchant_id {
-            return self.param_error(m, "mchid与请求头中的商户号不一致 (mchid differs from the Authorization's)");
+            return self.param_error(
+                m,
+                "mchid与请求头中的商户号不一致 (mchid differs from the Authorization's)",
+            );
         }
         if m.extra.get("appid") != Some(&req.appid) {
-            return self.error(Some(m), StatusCode::BAD_REQUEST, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配");
+            return self.error(
+                Some(m),
+                StatusCode::BAD_REQUEST,
+                "APPID_MCHID_NOT_MATCH",
+                "appid和mch_id不匹配",
+            );
         }
         let no_ok = (6..=32).contains(&req.out_trade_no.len())
             && req
@@ -373,7 +415,12 @@ impl WechatPaySim {
         }
         match url::Url::parse(&req.notify_url) {
             Ok(u) if u.query().is_none() && matches!(u.scheme(), "http" | "https") => {}
-            _ => return self.param_error(m, "notify_url 格式错误，且不能携带参数 (notify_url malformed or has a query)"),
+            _ => {
+                return self.param_error(
+                    m,
+                    "notify_url 格式错误，且不能携带参数 (notify_url malformed or has a query)",
+                )
+            }
         }
         let expires_at = match req.time_expire.as_deref().map(DateTime::parse_from_rfc3339).transpose() {
             Ok(t) => t.map(|t| t.with_timezone(&Utc)),
@@ -410,7 +457,11 @@ impl WechatPaySim {
         let now = sb.now();
         extra.insert(
             "prepay_id".into(),
-            format!("wx{}{:020}", now.with_timezone(&cst()).format("%d%H%M%S"), sb.next_seq()),
+            format!(
+                "wx{}{:020}",
+                now.with_timezone(&cst()).format("%d%H%M%S"),
+                sb.next_seq()
+            ),
         );
         if let Some(existing) = sb.order(Channel::Wechatpay, &m.merchant_id, &req.out_trade_no) {
             if existing.extra.get("trade_type").map(String::as_str) != Some(trade_type) {
@@ -439,7 +490,12 @@ impl WechatPaySim {
             Err(e) => return self.sim_error(m, e, false),
         };
         let prepay_id = order.extra.get("prepay_id").cloned().unwrap_or_default();
-        let wallet = format!("{}/sandbox/wallet/wechatpay/{}/{}", sb.base_url(), m.merchant_id, order.order_no);
+        let wallet = format!(
+            "{}/sandbox/wallet/wechatpay/{}/{}",
+            sb.base_url(),
+            m.merchant_id,
+            order.order_no
+        );
         match kind {
             CreateKind::Native => self.json(m, StatusCode::OK, &serde_json::json!({ "code_url": wallet })),
             CreateKind::Jsapi => self.json(m, StatusCode::OK, &serde_json::json!({ "prepay_id": prepay_id })),
@@ -456,7 +512,10 @@ impl WechatPaySim {
             return self.param_error(m, "out_trade_no missing");
         };
         if query_param(uri, "mchid").as_deref() != Some(m.merchant_id.as_str()) {
-            return self.param_error(m, "mchid 参数与请求头不一致 (the mchid query parameter is missing or not yours)");
+            return self.param_error(
+                m,
+                "mchid 参数与请求头不一致 (the mchid query parameter is missing or not yours)",
+            );
         }
         match sb.order(Channel::Wechatpay, &m.merchant_id, &no) {
             Some(o) => self.json(m, StatusCode::OK, &transaction(m, &o)),
@@ -488,10 +547,11 @@ impl WechatPaySim {
         }
         let order = match (&req.out_trade_no, &req.transaction_id) {
             (Some(no), _) => sb.order(Channel::Wechatpay, &m.merchant_id, no),
-            (None, Some(txn)) => sb
-                .orders()
-                .into_iter()
-                .find(|o| o.channel == Channel::Wechatpay && o.merchant_id == m.merchant_id && o.gateway_txn_id.as_deref() == Some(txn)),
+            (None, Some(txn)) => sb.orders().into_iter().find(|o| {
+                o.channel == Channel::Wechatpay
+                    && o.merchant_id == m.merchant_id
+                    && o.gateway_txn_id.as_deref() == Some(txn)
+            }),
             (None, None) => return self.param_error(m, "须提供out_trade_no或transaction_id"),
         };
         let Some(order) = order else {
@@ -520,7 +580,9 @@ impl WechatPaySim {
         );
         match r {
             Ok(r) => {
-                let order = sb.order(Channel::Wechatpay, &m.merchant_id, &order.order_no).unwrap_or(order);
+                let order = sb
+                    .order(Channel::Wechatpay, &m.merchant_id, &order.order_no)
+                    .unwrap_or(order);
                 self.json(m, StatusCode::OK, &refund_wire(&order, &r))
             }
             Err(e) => self.sim_error(m, e, true),
@@ -543,7 +605,8 @@ impl WechatPaySim {
     }
 
     fn trade_bill(&self, sb: &Sandbox, m: &SimMerchant, uri: &Uri) -> Response {
-        let Some(day) = query_param(uri, "bill_date").and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()) else {
+        let Some(day) = query_param(uri, "bill_date").and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
+        else {
             return self.param_error(m, "bill_date 须为YYYY-MM-DD");
         };
         let bill_type = match query_param(uri, "bill_type").as_deref() {
@@ -576,14 +639,13 @@ impl WechatPaySim {
             csv
         };
         let token = uuid::Uuid::new_v4().simple().to_string();
-        self.inner
-            .downloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token.clone(), Download {
+        self.inner.downloads.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            token.clone(),
+            Download {
                 mchid: m.merchant_id.clone(),
                 bytes,
-            });
+            },
+        );
         self.json(
             m,
             StatusCode::OK,
@@ -605,7 +667,12 @@ impl WechatPaySim {
                 d.bytes.clone(),
             )
                 .into_response(),
-            _ => self.error(Some(m), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "token 无效或已过期 (unknown token)"),
+            _ => self.error(
+                Some(m),
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "token 无效或已过期 (unknown token)",
+            ),
         }
     }
 
@@ -619,7 +686,12 @@ impl WechatPaySim {
         for c in self.inner.certs.iter().filter(|c| now < c.cert.not_after) {
             let nonce = short_nonce();
             let Ok(ciphertext) = key.encrypt(&nonce, "certificate", c.pem.as_bytes()) else {
-                return self.error(Some(m), StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "encryption failed");
+                return self.error(
+                    Some(m),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "SYSTEM_ERROR",
+                    "encryption failed",
+                );
             };
             data.push(CertificateItem {
                 serial_no: c.cert.serial_no.clone(),
@@ -728,10 +800,12 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 fn apiv3_of(m: &SimMerchant) -> Result<ApiV3Key, String> {
-    let k = m
-        .extra
-        .get("apiv3_key")
-        .ok_or_else(|| format!("sandbox merchant {} has no apiv3_key in its extra settings", m.merchant_id))?;
+    let k = m.extra.get("apiv3_key").ok_or_else(|| {
+        format!(
+            "sandbox merchant {} has no apiv3_key in its extra settings",
+            m.merchant_id
+        )
+    })?;
     ApiV3Key::new(k.as_bytes()).map_err(|e| format!("sandbox merchant {}: {e}", m.merchant_id))
 }
 
@@ -741,10 +815,12 @@ fn short_nonce() -> String {
 }
 
 fn openid_of(m: &SimMerchant, o: &SimOrder) -> String {
-    o.extra
-        .get("openid")
-        .cloned()
-        .unwrap_or_else(|| format!("o{}", &sha256_hex(format!("{}/{}", m.merchant_id, o.order_no).as_bytes())[..27]))
+    o.extra.get("openid").cloned().unwrap_or_else(|| {
+        format!(
+            "o{}",
+            &sha256_hex(format!("{}/{}", m.merchant_id, o.order_no).as_bytes())[..27]
+        )
+    })
 }
 
 fn transaction(m: &SimMerchant, o: &SimOrder) -> Transaction {
@@ -846,7 +922,8 @@ fn clean(s: &str) -> String {
 const ALL_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
 const SUCCESS_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,手续费,费率,订单金额,费率备注";
 const REFUND_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
-const SUMMARY_HEADER: &str = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
+const SUMMARY_HEADER: &str =
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
 
 fn write_bill(sb: &Sandbox, m: &SimMerchant, txns: &[SimTxn], bill_type: BillType) -> Vec<u8> {
     let fmt_time = |t: DateTime<Utc>| t.with_timezone(&cst()).format("%Y-%m-%d %H:%M:%S").to_string();
@@ -888,7 +965,10 @@ fn write_bill(sb: &Sandbox, m: &SimMerchant, txns: &[SimTxn], bill_type: BillTyp
             (BillType::Refund, Some(o)) => o.paid_at.unwrap_or(t.at),
             _ => t.at,
         };
-        let status = t.status_override.clone().unwrap_or_else(|| if is_pay { "SUCCESS" } else { "REFUND" }.into());
+        let status = t
+            .status_override
+            .clone()
+            .unwrap_or_else(|| if is_pay { "SUCCESS" } else { "REFUND" }.into());
         let trade_type = t.extra.get("trade_type").cloned().unwrap_or_else(|| "NATIVE".into());
         let openid = order.as_ref().map(|o| openid_of(m, o)).unwrap_or_default();
         let mut f: Vec<String> = vec![
@@ -908,7 +988,12 @@ fn write_bill(sb: &Sandbox, m: &SimMerchant, txns: &[SimTxn], bill_type: BillTyp
             zero.clone(),
         ];
         if bill_type == BillType::Refund {
-            f.push(refund.as_ref().map(|r| fmt_time(r.requested_at)).unwrap_or_else(|| fmt_time(t.at)));
+            f.push(
+                refund
+                    .as_ref()
+                    .map(|r| fmt_time(r.requested_at))
+                    .unwrap_or_else(|| fmt_time(t.at)),
+            );
             f.push(fmt_time(t.at));
         }
         if bill_type != BillType::Success {
@@ -959,11 +1044,20 @@ impl GatewaySim for WechatPaySim {
             }
         };
         Router::new()
-            .route("/wechatpay/v3/pay/transactions/native", post(h(Op::Create(CreateKind::Native))))
-            .route("/wechatpay/v3/pay/transactions/jsapi", post(h(Op::Create(CreateKind::Jsapi))))
+            .route(
+                "/wechatpay/v3/pay/transactions/native",
+                post(h(Op::Create(CreateKind::Native))),
+            )
+            .route(
+                "/wechatpay/v3/pay/transactions/jsapi",
+                post(h(Op::Create(CreateKind::Jsapi))),
+            )
             .route("/wechatpay/v3/pay/transactions/h5", post(h(Op::Create(CreateKind::H5))))
             .route("/wechatpay/v3/pay/transactions/out-trade-no/{no}", get(h(Op::Query)))
-            .route("/wechatpay/v3/pay/transactions/out-trade-no/{no}/close", post(h(Op::Close)))
+            .route(
+                "/wechatpay/v3/pay/transactions/out-trade-no/{no}/close",
+                post(h(Op::Close)),
+            )
             .route("/wechatpay/v3/refund/domestic/refunds", post(h(Op::Refund)))
             .route("/wechatpay/v3/refund/domestic/refunds/{no}", get(h(Op::RefundQuery)))
             .route("/wechatpay/v3/bill/tradebill", get(h(Op::TradeBill)))
@@ -973,14 +1067,28 @@ impl GatewaySim for WechatPaySim {
 
     fn new_txn_id(&self, sb: &Sandbox, _order: &SimOrder) -> String {
         // 28 digits starting 42, with the CST date inside like the real ones.
-        format!("42{}{}{:018}", "0000", sb.now().with_timezone(&cst()).format("%Y"), sb.next_seq() % 10u64.pow(18))
+        format!(
+            "42{}{}{:018}",
+            "0000",
+            sb.now().with_timezone(&cst()).format("%Y"),
+            sb.next_seq() % 10u64.pow(18)
+        )
     }
 
     fn new_refund_id(&self, sb: &Sandbox, _order: &SimOrder) -> String {
-        format!("503{}{:019}", sb.now().with_timezone(&cst()).format("%Y%m%d"), sb.next_seq() % 10u64.pow(19))
+        format!(
+            "503{}{:019}",
+            sb.now().with_timezone(&cst()).format("%Y%m%d"),
+            sb.next_seq() % 10u64.pow(19)
+        )
     }
 
-    fn payment_notification(&self, sb: &Sandbox, merchant: &SimMerchant, order: &SimOrder) -> Option<OutgoingNotification> {
+    fn payment_notification(
+        &self,
+        sb: &Sandbox,
+        merchant: &SimMerchant,
+        order: &SimOrder,
+    ) -> Option<OutgoingNotification> {
         let mut t = transaction(merchant, order);
         t.trade_state = "SUCCESS".into();
         t.trade_state_desc = "支付成功".into();
@@ -1058,7 +1166,9 @@ impl GatewaySim for WechatPaySim {
         let Some(fresh) = serial.and_then(|s| self.sign_with(&s, &n.body)) else {
             return false;
         };
-        n.headers.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("wechatpay-") || k.eq_ignore_ascii_case("Wechatpay-Signature-Type"));
+        n.headers.retain(|(k, _)| {
+            !k.to_ascii_lowercase().starts_with("wechatpay-") || k.eq_ignore_ascii_case("Wechatpay-Signature-Type")
+        });
         n.headers.extend(fresh);
         true
     }
@@ -1131,6 +1241,10 @@ mod tests {
         assert_eq!(rate_text(6000), "0.60%");
         assert_eq!(rate_text(6250), "0.625%");
         assert_eq!(rate_text(10_000), "1.00%");
-        assert_eq!(RETRY_SCHEDULE_SECS.iter().sum::<u64>(), 24 * 3600 + 4 * 60, "about 24h4m in total");
+        assert_eq!(
+            RETRY_SCHEDULE_SECS.iter().sum::<u64>(),
+            24 * 3600 + 4 * 60,
+            "about 24h4m in total"
+        );
     }
 }

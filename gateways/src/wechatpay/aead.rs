@@ -83,17 +83,28 @@ impl ApiV3Key {
         let out = match self.0.len() {
             32 => Aes256Gcm::new_from_slice(&self.0)
                 .map_err(|_| AeadError::KeyLength(32))?
-                .decrypt(nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?, payload),
+                .decrypt(
+                    nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?,
+                    payload,
+                ),
             16 => Aes128Gcm::new_from_slice(&self.0)
                 .map_err(|_| AeadError::KeyLength(16))?
-                .decrypt(nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?, payload),
+                .decrypt(
+                    nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?,
+                    payload,
+                ),
             n => return Err(AeadError::KeyLength(n)),
         };
         out.map_err(|_| AeadError::Authentication)
     }
 
     /// Decrypt to a UTF-8 string (resources are JSON, certificates PEM).
-    pub fn decrypt_to_string(&self, nonce: &str, associated_data: &str, ciphertext_b64: &str) -> Result<String, AeadError> {
+    pub fn decrypt_to_string(
+        &self,
+        nonce: &str,
+        associated_data: &str,
+        ciphertext_b64: &str,
+    ) -> Result<String, AeadError> {
         String::from_utf8(self.decrypt(nonce, associated_data, ciphertext_b64)?).map_err(|_| AeadError::NotUtf8)
     }
 
@@ -110,10 +121,16 @@ impl ApiV3Key {
         let out = match self.0.len() {
             32 => Aes256Gcm::new_from_slice(&self.0)
                 .map_err(|_| AeadError::KeyLength(32))?
-                .encrypt(nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?, payload),
+                .encrypt(
+                    nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?,
+                    payload,
+                ),
             16 => Aes128Gcm::new_from_slice(&self.0)
                 .map_err(|_| AeadError::KeyLength(16))?
-                .encrypt(nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?, payload),
+                .encrypt(
+                    nonce.try_into().map_err(|_| AeadError::NonceLength(nonce.len()))?,
+                    payload,
+                ),
             n => return Err(AeadError::KeyLength(n)),
         };
         out.map(|v| b64(&v)).map_err(|_| AeadError::Authentication)
@@ -141,12 +158,20 @@ mod tests {
     fn vector_w2_decrypts_with_the_16_byte_key_and_fails_with_another_key_or_ciphertext() {
         let key = ApiV3Key::new_allowing_test_length(b"testAPIv3Key0000").unwrap();
         let pt = key
-            .decrypt_to_string("wCq51qZv4Yfg", "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8", "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC")
+            .decrypt_to_string(
+                "wCq51qZv4Yfg",
+                "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8",
+                "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC",
+            )
             .unwrap();
         assert_eq!(pt, "Hello World");
         let other = ApiV3Key::new_allowing_test_length(b"testAPIv3Key1111").unwrap();
         assert_eq!(
-            other.decrypt("wCq51qZv4Yfg", "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8", "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC"),
+            other.decrypt(
+                "wCq51qZv4Yfg",
+                "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8",
+                "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC"
+            ),
             Err(AeadError::Authentication)
         );
         // "Hello World\n" in the clear: too short to hold a tag, so it cannot authenticate.
@@ -177,7 +202,10 @@ mod tests {
             key.decrypt("bad-4a9R25RW", "associatedData", "ulwSiIajGClcvcOYvOQ7+l+0PAbzzwI="),
             Err(AeadError::Authentication)
         );
-        assert_eq!(key.decrypt("short", "", "ulwSiIajGClcvcOYvOQ7+l+0PAbzzwI="), Err(AeadError::NonceLength(5)));
+        assert_eq!(
+            key.decrypt("short", "", "ulwSiIajGClcvcOYvOQ7+l+0PAbzzwI="),
+            Err(AeadError::NonceLength(5))
+        );
         assert_eq!(key.decrypt("uluk4a9R25RW", "", "!!"), Err(AeadError::Base64));
         assert_eq!(key.decrypt("uluk4a9R25RW", "", "AAAA"), Err(AeadError::TooShort));
     }

@@ -85,9 +85,16 @@ impl std::fmt::Debug for WechatPayConfig {
             .field("apiv3_key", &self.apiv3_key)
             .field(
                 "platform_certificates",
-                &self.platform_certificates.iter().map(|c| &c.serial_no).collect::<Vec<_>>(),
+                &self
+                    .platform_certificates
+                    .iter()
+                    .map(|c| &c.serial_no)
+                    .collect::<Vec<_>>(),
             )
-            .field("wechatpay_public_key_id", &self.wechatpay_public_key.as_ref().map(|(id, _)| id))
+            .field(
+                "wechatpay_public_key_id",
+                &self.wechatpay_public_key.as_ref().map(|(id, _)| id),
+            )
             .field("platform_ca", &self.platform_ca.len())
             .field("base_url", &self.base_url)
             .field("timeout", &self.timeout)
@@ -109,7 +116,9 @@ impl WechatPayConfig {
     ) -> Result<WechatPayConfig, WechatPayConfigError> {
         // Real mchids are digits; the sandbox accepts any alphanumeric id.
         if mchid.is_empty() || !mchid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(WechatPayConfigError::Invalid(format!("mchid {mchid:?} is not alphanumeric")));
+            return Err(WechatPayConfigError::Invalid(format!(
+                "mchid {mchid:?} is not alphanumeric"
+            )));
         }
         if appid.trim().is_empty() {
             return Err(WechatPayConfigError::Invalid("appid is empty".into()));
@@ -243,7 +252,10 @@ impl WechatPayClient {
 
     /// Serials of the platform certificates trusted now.
     pub fn trusted_certificate_serials(&self) -> Vec<String> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).certificate_serials()
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .certificate_serials()
     }
 
     /// A copy of the keys trusted now (for verifying outside the client).
@@ -257,7 +269,12 @@ impl WechatPayClient {
     }
 
     /// Send a signed request and check a 2xx answer's signature.
-    async fn call_verified(&self, method: Method, url: url::Url, body: Option<Vec<u8>>) -> Result<Answer, GatewayError> {
+    async fn call_verified(
+        &self,
+        method: Method,
+        url: url::Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, GatewayError> {
         let answer = self.call(method, url, body).await?;
         self.verify_answer(&answer).await?;
         Ok(answer)
@@ -392,12 +409,18 @@ impl WechatPayClient {
                 .apiv3_key
                 .decrypt_to_string(&e.nonce, &e.associated_data, &e.ciphertext)
                 .map_err(|err| {
-                    GatewayError::Unverified(format!("platform certificate {} did not decrypt: {err}", item.serial_no))
+                    GatewayError::Unverified(format!(
+                        "platform certificate {} did not decrypt: {err}",
+                        item.serial_no
+                    ))
                 })?;
             let mut certs = PlatformCertificate::parse_all(pem.as_bytes())
                 .map_err(|err| protocol(&format!("platform certificate {}", item.serial_no), err))?;
             if certs.len() != 1 {
-                return Err(protocol("the certificate list", format!("item {} holds {} certificates", item.serial_no, certs.len())));
+                return Err(protocol(
+                    "the certificate list",
+                    format!("item {} holds {} certificates", item.serial_no, certs.len()),
+                ));
             }
             let cert = certs.remove(0);
             if !cert.serial_no.eq_ignore_ascii_case(&item.serial_no) {
@@ -446,7 +469,9 @@ impl WechatPayClient {
 
     fn check_order_no(no: &str, what: &str) -> Result<(), GatewayError> {
         if !is_valid_order_no(no) {
-            return Err(GatewayError::Invalid(format!("{what} {no:?} is not [A-Za-z0-9]{{8,32}}")));
+            return Err(GatewayError::Invalid(format!(
+                "{what} {no:?} is not [A-Za-z0-9]{{8,32}}"
+            )));
         }
         Ok(())
     }
@@ -494,9 +519,9 @@ impl WechatPayClient {
                 if !may {
                     return Err(NotifyError::UnknownKey(detail));
                 }
-                self.refresh_certificates()
-                    .await
-                    .map_err(|e| NotifyError::UnknownKey(format!("{detail}; downloading the certificates failed: {e}")))?;
+                self.refresh_certificates().await.map_err(|e| {
+                    NotifyError::UnknownKey(format!("{detail}; downloading the certificates failed: {e}"))
+                })?;
                 self.verify_notification(n, now)
             }
             other => other,
@@ -574,11 +599,15 @@ impl PaymentGateway for WechatPayClient {
         let bytes = serde_json::to_vec(&body).map_err(|e| GatewayError::Invalid(e.to_string()))?;
         match req.method {
             PayMethod::Qr | PayMethod::Web => {
-                let a: NativeAnswer = self.json(Method::POST, path, Some(bytes), "the Native order answer").await?;
+                let a: NativeAnswer = self
+                    .json(Method::POST, path, Some(bytes), "the Native order answer")
+                    .await?;
                 Ok(PayerAction::QrCode { content: a.code_url })
             }
             PayMethod::Jsapi => {
-                let a: JsapiAnswer = self.json(Method::POST, path, Some(bytes), "the JSAPI order answer").await?;
+                let a: JsapiAnswer = self
+                    .json(Method::POST, path, Some(bytes), "the JSAPI order answer")
+                    .await?;
                 Ok(PayerAction::Jsapi {
                     params: jsapi_params(
                         &self.cfg.merchant_key,
@@ -590,7 +619,9 @@ impl PaymentGateway for WechatPayClient {
                 })
             }
             PayMethod::H5 => {
-                let a: H5Answer = self.json(Method::POST, path, Some(bytes), "the H5 order answer").await?;
+                let a: H5Answer = self
+                    .json(Method::POST, path, Some(bytes), "the H5 order answer")
+                    .await?;
                 let mut url = a.h5_url;
                 if let Some(ret) = &req.return_url {
                     url.push(if url.contains('?') { '&' } else { '?' });
@@ -625,13 +656,18 @@ impl PaymentGateway for WechatPayClient {
         if t.out_trade_no != order.order_no || t.mchid != self.cfg.mchid {
             return Err(protocol(
                 "the transaction",
-                format!("is {} of {}, not {} of {}", t.out_trade_no, t.mchid, order.order_no, self.cfg.mchid),
+                format!(
+                    "is {} of {}, not {} of {}",
+                    t.out_trade_no, t.mchid, order.order_no, self.cfg.mchid
+                ),
             ));
         }
         let state = TradeState::parse(&t.trade_state).map_err(|e| protocol("the transaction", e))?;
         let paid = matches!(state, TradeState::Success | TradeState::Refund);
         let amount_fen = match (paid, t.amount.as_ref().and_then(|a| a.total)) {
-            (true, Some(total)) => Some(wire_to_fen(total, "amount.total").map_err(|e| protocol("the transaction", e))?),
+            (true, Some(total)) => {
+                Some(wire_to_fen(total, "amount.total").map_err(|e| protocol("the transaction", e))?)
+            }
             (true, None) => return Err(protocol("the transaction", "a paid transaction without amount.total")),
             (false, _) => None,
         };
@@ -695,7 +731,12 @@ impl PaymentGateway for WechatPayClient {
         };
         let bytes = serde_json::to_vec(&body).map_err(|e| GatewayError::Invalid(e.to_string()))?;
         let r: Refund = self
-            .json(Method::POST, "/v3/refund/domestic/refunds", Some(bytes), "the refund answer")
+            .json(
+                Method::POST,
+                "/v3/refund/domestic/refunds",
+                Some(bytes),
+                "the refund answer",
+            )
             .await?;
         self.gateway_refund(r, &req.order_no)
     }
@@ -721,13 +762,18 @@ impl PaymentGateway for WechatPayClient {
     }
 
     async fn download_settlement(&self, day: NaiveDate) -> Result<Vec<u8>, GatewayError> {
-        let path = format!("/v3/bill/tradebill?bill_date={}&bill_type=ALL&tar_type=GZIP", day.format("%Y-%m-%d"));
+        let path = format!(
+            "/v3/bill/tradebill?bill_date={}&bill_type=ALL&tar_type=GZIP",
+            day.format("%Y-%m-%d")
+        );
         let bill: BillAnswer = self.json(Method::GET, &path, None, "the trade bill answer").await?;
         if !bill.hash_type.eq_ignore_ascii_case("SHA1") {
-            return Err(protocol("the trade bill answer", format!("hash_type {} is not SHA1", bill.hash_type)));
+            return Err(protocol(
+                "the trade bill answer",
+                format!("hash_type {} is not SHA1", bill.hash_type),
+            ));
         }
-        let url = url::Url::parse(&bill.download_url)
-            .map_err(|e| protocol("the trade bill download_url", e))?;
+        let url = url::Url::parse(&bill.download_url).map_err(|e| protocol("the trade bill download_url", e))?;
         // The download is signed by us like any request, but its answer carries no signature:
         // the SHA-1 from the signed answer above is what vouches for it.
         let file = self.call(Method::GET, url, None).await?;
@@ -740,7 +786,10 @@ impl PaymentGateway for WechatPayClient {
         if !got.eq_ignore_ascii_case(bill.hash_value.trim()) {
             return Err(protocol(
                 "the trade bill",
-                format!("SHA-1 of the download is {got}, the signed answer says {}", bill.hash_value),
+                format!(
+                    "SHA-1 of the download is {got}, the signed answer says {}",
+                    bill.hash_value
+                ),
             ));
         }
         Ok(csv)

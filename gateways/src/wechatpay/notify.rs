@@ -39,9 +39,8 @@ pub fn open(
             r.algorithm
         )));
     }
-    let key = apiv3_key.ok_or_else(|| {
-        NotifyError::Decrypt("the resource is encrypted and no APIv3 key was given".into())
-    })?;
+    let key =
+        apiv3_key.ok_or_else(|| NotifyError::Decrypt("the resource is encrypted and no APIv3 key was given".into()))?;
     let plaintext = key
         .decrypt_to_string(&r.nonce, &r.associated_data, &r.ciphertext)
         .map_err(|e| NotifyError::Decrypt(e.to_string()))?;
@@ -97,8 +96,8 @@ pub fn interpret(opened: &OpenedNotification) -> Result<VerifiedNotification, No
             (event, t.mchid)
         }
         EventType::RefundSuccess | EventType::RefundAbnormal | EventType::RefundClosed => {
-            let r: RefundNotice = serde_json::from_str(&opened.plaintext)
-                .map_err(|e| malformed("the refund resource", e.to_string()))?;
+            let r: RefundNotice =
+                serde_json::from_str(&opened.plaintext).map_err(|e| malformed("the refund resource", e.to_string()))?;
             let status = RefundStatus::parse(&r.refund_status).map_err(|e| malformed("the refund", e))?;
             if Some(status) != event_type.refund_status() {
                 return Err(NotifyError::Malformed(format!(

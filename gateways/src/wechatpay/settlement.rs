@@ -58,11 +58,39 @@ impl BillType {
 /// Every detail column a trade bill may carry (current layouts, plus the legacy layout's
 /// `子商户号`, `总金额`, `企业红包金额`, `企业红包退款金额`).
 pub const KNOWN_COLUMNS: &[&str] = &[
-    "交易时间", "公众账号ID", "商户号", "特约商户号", "子商户号", "设备号", "微信订单号", "商户订单号",
-    "用户标识", "交易类型", "交易状态", "付款银行", "货币种类", "应结订单金额", "总金额", "代金券金额",
-    "企业红包金额", "退款申请时间", "退款成功时间", "微信退款单号", "商户退款单号", "退款金额",
-    "充值券退款金额", "企业红包退款金额", "退款类型", "退款状态", "商品名称", "商户数据包", "手续费",
-    "费率", "订单金额", "申请退款金额", "费率备注",
+    "交易时间",
+    "公众账号ID",
+    "商户号",
+    "特约商户号",
+    "子商户号",
+    "设备号",
+    "微信订单号",
+    "商户订单号",
+    "用户标识",
+    "交易类型",
+    "交易状态",
+    "付款银行",
+    "货币种类",
+    "应结订单金额",
+    "总金额",
+    "代金券金额",
+    "企业红包金额",
+    "退款申请时间",
+    "退款成功时间",
+    "微信退款单号",
+    "商户退款单号",
+    "退款金额",
+    "充值券退款金额",
+    "企业红包退款金额",
+    "退款类型",
+    "退款状态",
+    "商品名称",
+    "商户数据包",
+    "手续费",
+    "费率",
+    "订单金额",
+    "申请退款金额",
+    "费率备注",
 ];
 
 /// Summary columns and the detail column each totals (None: the count).
@@ -161,10 +189,7 @@ fn decimal(text: &str) -> Option<Decimal> {
     if text.is_empty() {
         return Some(Decimal::ZERO);
     }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
-    {
+    if !text.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') {
         return None;
     }
     Decimal::from_str(text).ok()
@@ -184,7 +209,10 @@ fn parse_text(text: &str) -> Result<(Vec<SettlementRow>, BillType), SettlementEr
         return Err(SettlementError::Truncated("the file is empty".into()));
     };
     if header_line.text.starts_with('`') {
-        return Err(bad(header_line.no, "the first line is a data row, not the column header"));
+        return Err(bad(
+            header_line.no,
+            "the first line is a data row, not the column header",
+        ));
     }
     // A file that ends before its summary is truncated, whatever else is wrong with it.
     let Some(summary_at) = nonempty
@@ -222,7 +250,10 @@ fn parse_text(text: &str) -> Result<(Vec<SettlementRow>, BillType), SettlementEr
             return Err(SettlementError::UnknownColumn(name.to_string()));
         }
         if header[..i].contains(name) {
-            return Err(bad(header_line.no, format!("column {name:?} appears twice in the header")));
+            return Err(bad(
+                header_line.no,
+                format!("column {name:?} appears twice in the header"),
+            ));
         }
     }
     let col = |name: &str| header.iter().position(|h| *h == name);
@@ -295,7 +326,11 @@ fn parse_text(text: &str) -> Result<(Vec<SettlementRow>, BillType), SettlementEr
             (RowKind::Payment, _) if bill_type == BillType::Refund => {
                 return Err(bad(line.no, "a SUCCESS (payment) row in a REFUND bill"))
             }
-            (RowKind::Payment, _) => (None, amount(c_pay_amount, header[c_pay_amount])?, parse_time(f[c_time], "交易时间")?),
+            (RowKind::Payment, _) => (
+                None,
+                amount(c_pay_amount, header[c_pay_amount])?,
+                parse_time(f[c_time], "交易时间")?,
+            ),
             (RowKind::Refund, None) => return Err(bad(line.no, "a REFUND row in a SUCCESS bill")),
             (RowKind::Refund, Some((c_refund_no, c_refund_amount, c_applied, c_done))) => {
                 let no = f[c_refund_no];
@@ -352,11 +387,14 @@ fn parse_text(text: &str) -> Result<(Vec<SettlementRow>, BillType), SettlementEr
         )));
     }
     if s_values.len() > s_header.len() {
-        return Err(bad(summary_line.no, "the summary has more values than its header names"));
+        return Err(bad(
+            summary_line.no,
+            "the summary has more values than its header names",
+        ));
     }
     for (name, value) in s_header.iter().zip(&s_values) {
-        let v = decimal(value)
-            .ok_or_else(|| bad(summary_line.no, format!("summary {name} {value:?} is not a number")))?;
+        let v =
+            decimal(value).ok_or_else(|| bad(summary_line.no, format!("summary {name} {value:?} is not a number")))?;
         let detail = SUMMARY_COLUMNS.iter().find(|(n, _)| n == name).and_then(|(_, d)| *d);
         let (sum, what) = match detail {
             None => {
@@ -386,7 +424,8 @@ mod tests {
     use super::*;
 
     const HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
-    const SUMMARY: &str = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
+    const SUMMARY: &str =
+        "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
     const PAY: &str = "`2026-12-01 10:00:00,`wx5a1b2c3d4e5f6a7b,`1900000109,`0,`,`4200000000202612010000000001,`W20261201000001,`oUser,`NATIVE,`SUCCESS,`OTHERS,`CNY,`88.80,`0.00,`0,`0,`0.00,`0.00,`,`,`水费, 3-2-1201,`,`0.53280,`0.60%,`88.80,`0.00,`";
     const REF: &str = "`2026-12-01 11:00:00,`wx5a1b2c3d4e5f6a7b,`1900000109,`0,`,`4200000000202612010000000001,`W20261201000001,`oUser,`NATIVE,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`50300000000000000001,`R20261201000001,`10.00,`0.00,`ORIGINAL,`SUCCESS,`水费, 3-2-1201,`,`-0.06000,`0.60%,`0.00,`10.00,`";
 
@@ -416,7 +455,10 @@ mod tests {
         assert_eq!(p.amount_fen, 8880);
         assert_eq!(p.fee, "0.53280");
         assert_eq!(p.fee_fen, None, "0.5328 yuan is not a whole number of fen");
-        assert!(p.original_line.contains("水费, 3-2-1201"), "a comma inside a field stays inside it");
+        assert!(
+            p.original_line.contains("水费, 3-2-1201"),
+            "a comma inside a field stays inside it"
+        );
         assert_eq!(r.kind, RowKind::Refund);
         assert_eq!(r.refund_no.as_deref(), Some("R20261201000001"));
         assert_eq!(r.amount_fen, 1000);
@@ -430,9 +472,15 @@ mod tests {
     #[test]
     fn a_summary_that_disagrees_with_the_rows_is_refused() {
         let e = parse(&file(&[PAY, REF], "`2,`88.80,`10.00,`0.00,`0.47280,`88.81,`10.00")).unwrap_err();
-        assert!(matches!(&e, SettlementError::SummaryMismatch(m) if m.contains("订单总金额")), "{e}");
+        assert!(
+            matches!(&e, SettlementError::SummaryMismatch(m) if m.contains("订单总金额")),
+            "{e}"
+        );
         let e = parse(&file(&[PAY], "`2,`88.80,`0.00,`0.00,`0.53280,`88.80,`0.00")).unwrap_err();
-        assert!(matches!(&e, SettlementError::SummaryMismatch(m) if m.contains("总交易单数")), "{e}");
+        assert!(
+            matches!(&e, SettlementError::SummaryMismatch(m) if m.contains("总交易单数")),
+            "{e}"
+        );
         // Fewer decimals in the summary: compared after rounding the sum.
         assert!(parse(&file(&[PAY], "`1.0,`88.80,`0.00,`0.0,`0.53,`88.80,`0.00")).is_ok());
         assert!(parse(&file(&[PAY], "`1.0,`88.80,`0.00,`0.0,`0.54,`88.80,`0.00")).is_err());
@@ -444,11 +492,20 @@ mod tests {
         let full = file(&[PAY, REF], "`2,`88.80,`10.00,`0.00,`0.47280,`88.80,`10.00");
         let text = String::from_utf8(full.clone()).unwrap();
         let cut_in_rows = text.find("`2026-12-01 11").unwrap() + 40;
-        assert!(matches!(parse(&full[..cut_in_rows]), Err(SettlementError::Truncated(_))));
+        assert!(matches!(
+            parse(&full[..cut_in_rows]),
+            Err(SettlementError::Truncated(_))
+        ));
         let cut_after_summary_header = text.find(SUMMARY).unwrap() + SUMMARY.len() + 2;
-        assert!(matches!(parse(&full[..cut_after_summary_header]), Err(SettlementError::Truncated(_))));
+        assert!(matches!(
+            parse(&full[..cut_after_summary_header]),
+            Err(SettlementError::Truncated(_))
+        ));
         let cut_in_summary = full.len() - 12;
-        assert!(matches!(parse(&full[..cut_in_summary]), Err(SettlementError::Truncated(_))));
+        assert!(matches!(
+            parse(&full[..cut_in_summary]),
+            Err(SettlementError::Truncated(_))
+        ));
         assert!(matches!(parse(b""), Err(SettlementError::Truncated(_))));
     }
 
@@ -457,11 +514,17 @@ mod tests {
         let unknown = String::from_utf8(file(&[], "`0,`0.00,`0.00,`0.00,`0.00000,`0.00,`0.00"))
             .unwrap()
             .replace("费率备注", "新列");
-        assert_eq!(parse(unknown.as_bytes()).unwrap_err(), SettlementError::UnknownColumn("新列".into()));
+        assert_eq!(
+            parse(unknown.as_bytes()).unwrap_err(),
+            SettlementError::UnknownColumn("新列".into())
+        );
         let missing = String::from_utf8(file(&[], "`0,`0.00,`0.00,`0.00,`0.00000,`0.00,`0.00"))
             .unwrap()
             .replace("商户订单号,", "");
-        assert_eq!(parse(missing.as_bytes()).unwrap_err(), SettlementError::MissingColumn("商户订单号".into()));
+        assert_eq!(
+            parse(missing.as_bytes()).unwrap_err(),
+            SettlementError::MissingColumn("商户订单号".into())
+        );
         let no_tick = PAY.replace(",`NATIVE", ",NATIVE");
         assert!(matches!(
             parse(&file(&[&no_tick], "`1,`88.80,`0.00,`0.00,`0.53280,`88.80,`0.00")),
@@ -469,7 +532,10 @@ mod tests {
         ));
         let precise = PAY.replace("`88.80,`0.00,`", "`88.805,`0.00,`");
         let e = parse(&file(&[&precise], "`1,`88.80,`0.00,`0.00,`0.53280,`88.805,`0.00")).unwrap_err();
-        assert!(matches!(&e, SettlementError::BadRow { line: 2, reason } if reason.contains("more than two decimal")), "{e}");
+        assert!(
+            matches!(&e, SettlementError::BadRow { line: 2, reason } if reason.contains("more than two decimal")),
+            "{e}"
+        );
         let status = PAY.replace("`SUCCESS", "`PAID");
         assert!(parse(&file(&[&status], "`1,`88.80,`0.00,`0.00,`0.53280,`88.80,`0.00")).is_err());
     }

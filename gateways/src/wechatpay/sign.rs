@@ -46,7 +46,9 @@ pub fn response_message(timestamp: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
 pub fn new_nonce() -> String {
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::rng();
-    (0..32).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..32)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// The parts of an `Authorization` header.
@@ -61,6 +63,7 @@ pub struct Authorization {
 
 impl Authorization {
     /// Sign a request.
+    #[allow(clippy::too_many_arguments)]
     pub fn sign(
         key: &PrivateKey,
         mchid: &str,
@@ -160,7 +163,13 @@ pub fn jsapi_message(appid: &str, timestamp: &str, nonce: &str, package: &str) -
 /// The parameters for `WeixinJSBridge.invoke('getBrandWCPayRequest', …)` (or
 /// `wx.requestPayment`), in the order the page passes them: appId, timeStamp, nonceStr, package,
 /// signType, paySign. `signType` is `RSA` for API v3.
-pub fn jsapi_params(key: &PrivateKey, appid: &str, prepay_id: &str, timestamp: i64, nonce: &str) -> Vec<(String, String)> {
+pub fn jsapi_params(
+    key: &PrivateKey,
+    appid: &str,
+    prepay_id: &str,
+    timestamp: i64,
+    nonce: &str,
+) -> Vec<(String, String)> {
     let ts = timestamp.to_string();
     let package = format!("prepay_id={prepay_id}");
     let pay_sign = key.sign_sha256_base64(&jsapi_message(appid, &ts, nonce, &package));
@@ -186,7 +195,13 @@ mod tests {
             b"GET\n/v3/certificates\n1624523846\nA1B2C3D4E5F6G7\n\n"
         );
         assert_eq!(
-            request_message("post", "/v3/certificates", 1624523846, "A1B2C3D4E5F6G7", b"Hello World!\n"),
+            request_message(
+                "post",
+                "/v3/certificates",
+                1624523846,
+                "A1B2C3D4E5F6G7",
+                b"Hello World!\n"
+            ),
             b"POST\n/v3/certificates\n1624523846\nA1B2C3D4E5F6G7\nHello World!\n\n"
         );
         assert_eq!(response_message("1", "n", b""), b"1\nn\n\n");

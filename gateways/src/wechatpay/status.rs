@@ -235,7 +235,10 @@ mod tests {
             assert_eq!(RefundStatus::parse(s).unwrap().refund_state(), r);
             assert_eq!(RefundStatus::parse(s).unwrap().as_str(), s);
         }
-        assert!(RefundStatus::parse("FAIL").is_err(), "the bill file's vocabulary is not the API's");
+        assert!(
+            RefundStatus::parse("FAIL").is_err(),
+            "the bill file's vocabulary is not the API's"
+        );
     }
 
     #[test]
@@ -264,12 +267,18 @@ mod tests {
         ] {
             assert_eq!(ErrorCode::parse(code).class(), class, "{code}");
         }
-        assert_eq!(ErrorCode::parse("SOMETHING_NEW"), ErrorCode::Unknown("SOMETHING_NEW".into()));
+        assert_eq!(
+            ErrorCode::parse("SOMETHING_NEW"),
+            ErrorCode::Unknown("SOMETHING_NEW".into())
+        );
     }
 
     #[test]
     fn refund_events_carry_their_status_and_other_events_are_kept_by_name() {
-        assert_eq!(EventType::parse("REFUND.ABNORMAL").refund_status(), Some(RefundStatus::Abnormal));
+        assert_eq!(
+            EventType::parse("REFUND.ABNORMAL").refund_status(),
+            Some(RefundStatus::Abnormal)
+        );
         assert_eq!(EventType::parse("TRANSACTION.SUCCESS"), EventType::TransactionSuccess);
         assert_eq!(
             EventType::parse("PAYSCORE.USER_OPEN_SERVICE"),

@@ -29,11 +29,15 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 /// Our fen to the wire's `total`/`refund`: a positive integer.
 pub fn fen_to_wire(fen: i64, what: &str) -> Result<i64, GatewayError> {
     if fen <= 0 {
-        return Err(GatewayError::Invalid(format!("{what} must be at least 1 fen, got {fen}")));
+        return Err(GatewayError::Invalid(format!(
+            "{what} must be at least 1 fen, got {fen}"
+        )));
     }
     // WeChat Pay's amount fields are 32-bit integers.
     if fen > i32::MAX as i64 {
-        return Err(GatewayError::Invalid(format!("{what} of {fen} fen is beyond WeChat Pay's limit")));
+        return Err(GatewayError::Invalid(format!(
+            "{what} of {fen} fen is beyond WeChat Pay's limit"
+        )));
     }
     Ok(fen)
 }

@@ -43,7 +43,10 @@ pub struct PlatformCertificate {
 /// Upper-case hex of a certificate's serial, without the sign byte DER adds to a high first bit.
 pub fn serial_hex(cert: &x509_cert::Certificate) -> String {
     let bytes = cert.tbs_certificate().serial_number().as_bytes();
-    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len().saturating_sub(1));
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
     hex::encode_upper(&bytes[first..])
 }
 
@@ -66,7 +69,10 @@ impl PlatformCertificate {
 
     /// Every certificate in PEM (one or a bundle), bare base64 or DER.
     pub fn parse_all(input: &[u8]) -> Result<Vec<PlatformCertificate>, KeyError> {
-        load_certificates(input)?.iter().map(PlatformCertificate::from_x509).collect()
+        load_certificates(input)?
+            .iter()
+            .map(PlatformCertificate::from_x509)
+            .collect()
     }
 
     pub fn is_valid_at(&self, now: DateTime<Utc>) -> bool {
@@ -99,9 +105,12 @@ impl PlatformCertificate {
             .as_bytes()
             .ok_or_else(|| "the certificate's signature has unused bits".to_string())?;
         let ca_key = public_key_of_certificate(ca).map_err(|e| e.to_string())?;
-        ca_key
-            .verify_sha256(&tbs, sig)
-            .map_err(|_| format!("certificate {}'s signature does not verify with the trusted CA", self.serial_no))
+        ca_key.verify_sha256(&tbs, sig).map_err(|_| {
+            format!(
+                "certificate {}'s signature does not verify with the trusted CA",
+                self.serial_no
+            )
+        })
     }
 }
 
@@ -149,7 +158,10 @@ pub struct WechatPayKeys {
 pub enum KeyChoice<'a> {
     Key(&'a PublicKey),
     /// We hold no such key; for a certificate serial, downloading the certificates may help.
-    Unknown { refreshable: bool, detail: String },
+    Unknown {
+        refreshable: bool,
+        detail: String,
+    },
     /// We know the key but it may not be used now (an expired certificate).
     Unusable(String),
 }
@@ -249,10 +261,9 @@ impl WechatPayKeys {
                 )));
             }
         }
-        let ts: i64 = h
-            .timestamp
-            .parse()
-            .map_err(|_| NotifyError::Malformed(format!("Wechatpay-Timestamp {:?} is not epoch seconds", h.timestamp)))?;
+        let ts: i64 = h.timestamp.parse().map_err(|_| {
+            NotifyError::Malformed(format!("Wechatpay-Timestamp {:?} is not epoch seconds", h.timestamp))
+        })?;
         if (now.timestamp() - ts).abs() >= TIMESTAMP_WINDOW_SECS {
             return Err(NotifyError::StaleTimestamp {
                 timestamp: ts,
