@@ -21,6 +21,7 @@
 
 pub mod unionpay;
 pub mod wallet;
+pub mod wechatpay;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -311,6 +312,14 @@ pub trait GatewaySim: Send + Sync + 'static {
     /// Corrupt the notification's signature where this gateway carries it (for
     /// [`Faults::bad_signature`]).
     fn tamper(&self, notification: &mut OutgoingNotification);
+    /// Called before every delivery attempt. A gateway that signs each attempt afresh (WeChat Pay:
+    /// its merchants refuse a `Wechatpay-Timestamp` older than five minutes, so a retry hours
+    /// later carries a new timestamp and signature) updates the notification and returns true;
+    /// the core then re-applies [`GatewaySim::tamper`] if the bad-signature fault was on.
+    /// Default: nothing to refresh.
+    fn refresh_notification(&self, _sandbox: &Sandbox, _notification: &mut OutgoingNotification) -> bool {
+        false
+    }
     /// The day's settlement file for a merchant, in the gateway's real format (the bytes its
     /// download answers with), from the day's transactions (plants already applied).
     fn settlement_file(&self, sandbox: &Sandbox, merchant: &SimMerchant, day: NaiveDate, txns: &[SimTxn]) -> Vec<u8>;
@@ -791,11 +800,18 @@ impl Sandbox {
         n
     }
 
-    async fn deliver(&self, n: OutgoingNotification, tampered: bool) {
-        let delays = std::iter::once(Duration::ZERO).chain(n.schedule.iter().copied());
-        for (i, d) in delays.enumerate() {
+    async fn deliver(&self, mut n: OutgoingNotification, tampered: bool) {
+        let delays: Vec<Duration> = std::iter::once(Duration::ZERO)
+            .chain(n.schedule.iter().copied())
+            .collect();
+        for (i, d) in delays.into_iter().enumerate() {
             if !d.is_zero() {
                 tokio::time::sleep(self.scaled(d)).await;
+            }
+            if let Some(sim) = self.sim(n.channel) {
+                if sim.refresh_notification(self, &mut n) && tampered {
+                    sim.tamper(&mut n);
+                }
             }
             let attempt = i as u32 + 1;
             let mut req = self
