@@ -365,9 +365,15 @@ fn parse_detail(text: &str) -> Result<(Vec<SettlementRow>, DetailSums), Settleme
         .from_reader(data.as_bytes());
     let mut rec = csv::StringRecord::new();
     let first_data_line = header_line + 1;
+    // Line numbers are counted here (the reader may leave a record's terminator for the next).
+    let (mut counted_to, mut line) = (0usize, first_data_line);
     loop {
-        let start = rdr.position().byte() as usize;
-        let line = first_data_line + rdr.position().line() as usize - 1;
+        let mut start = (rdr.position().byte() as usize).min(data.len());
+        while start < data.len() && matches!(data.as_bytes()[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        line += data.as_bytes()[counted_to.min(start)..start].iter().filter(|&&b| b == b'\n').count();
+        counted_to = counted_to.max(start);
         match rdr.read_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,

@@ -19,6 +19,7 @@
 //! [`SimTxn`] and lands in exactly one day's settlement file (China Standard Time day), unless a
 //! [`FilePlant`] deliberately plants a difference.
 
+pub mod alipay;
 pub mod wallet;
 
 use std::collections::{HashMap, HashSet};
