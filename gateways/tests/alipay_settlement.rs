@@ -324,3 +324,49 @@ fn an_empty_day_is_a_valid_bill() {
     assert!(f.rows.is_empty());
     assert_eq!(f.totals.payment_count, 0);
 }
+
+#[test]
+fn a_quoted_field_may_hold_a_line_break() {
+    let text = detail_text().replace("\"水电费,合并缴纳\"", "\"水电费,\r\n合并缴纳\"");
+    let f = settlement::parse(&gbk(&text)).unwrap();
+    assert_eq!(f.rows.len(), 4);
+    assert!(f.rows[3].original_line.contains("水电费,\r\n合并缴纳"));
+    // The footer after it is still found and checked.
+    assert_eq!(f.totals.payment_count, 3);
+}
+
+#[test]
+fn gbk_that_grows_threefold_in_utf8_still_decodes() {
+    // GBK writes the euro sign as the single byte 0x80; in UTF-8 it takes three.
+    let remark = "€".repeat(20_000);
+    let text = detail_text().replacen(",0.72,0.00,3栋1202", &format!(",0.72,0.00,{remark}"), 1);
+    assert!(text.contains(&remark));
+    let bytes = gbk(&text);
+    assert!(bytes.len() < 25_000);
+    let f = settlement::parse(&bytes).unwrap();
+    assert!(f.rows[1].original_line.ends_with(&remark));
+}
+
+#[test]
+fn a_large_bill_read_in_parallel_chunks_keeps_row_order_and_line_numbers() {
+    // Large enough (> 8 MB of rows) to be read in chunks.
+    let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+    let written = rows(45_000);
+    let text = write_detail("20880000000012340156", day, &written, t("2024-01-16 05:00:00"));
+    assert!(text.len() > 9 << 20, "{}", text.len());
+    let f = settlement::parse(&gbk(&text)).unwrap();
+    assert_eq!(f.rows.len(), written.len());
+    assert!(f.rows.iter().zip(&written).all(|(r, w)| r.order_no == w.out_trade_no && r.time == w.finished));
+
+    // A bad row far into the file is reported at its own line (row i is on line 6 + i).
+    for i in [10, 22_500, 44_998] {
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        let mut changed = lines.clone();
+        let bad = lines[5 + i].replacen(",交易\t,", ",冻结\t,", 1).replacen(",退款\t,", ",冻结\t,", 1);
+        changed[5 + i] = &bad;
+        match settlement::parse(&gbk(&changed.join("\r\n"))).unwrap_err() {
+            SettlementError::BadRow { line, .. } => assert_eq!(line, 6 + i, "row {i}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

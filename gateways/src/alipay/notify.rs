@@ -33,13 +33,13 @@ pub fn verify_with_key(key: &PublicKey, notification: IncomingNotification<'_>) 
 
 fn required(params: &NotifyParams, name: &str) -> Result<String, NotifyError> {
     match params.text(name) {
-        Some(v) if !v.is_empty() => Ok(v),
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
         _ => Err(NotifyError::Malformed(format!("the notification has no {name}"))),
     }
 }
 
 fn optional(params: &NotifyParams, name: &str) -> Option<String> {
-    params.text(name).filter(|v| !v.is_empty())
+    params.text(name).filter(|v| !v.is_empty()).map(str::to_string)
 }
 
 fn amount(params: &NotifyParams, name: &str) -> Result<i64, NotifyError> {

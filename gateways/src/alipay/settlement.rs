@@ -167,22 +167,24 @@ fn decode<'a>(bytes: &'a [u8], what: &str) -> Result<Cow<'a, str>, SettlementErr
         return Ok(Cow::Borrowed(s));
     }
     let mut decoder = encoding_rs::GB18030.new_decoder_without_bom_handling();
-    let mut out = String::with_capacity(bytes.len() + bytes.len() / 2);
-    let (result, read) = decoder.decode_to_string_without_replacement(bytes, &mut out, true);
-    match result {
-        encoding_rs::DecoderResult::InputEmpty => Ok(Cow::Owned(out)),
-        encoding_rs::DecoderResult::Malformed(bad, _) => {
-            let offset = read.saturating_sub(bad as usize);
-            let line = bytes[..offset.min(bytes.len())].iter().filter(|&&b| b == b'\n').count() + 1;
-            Err(SettlementError::Encoding {
-                encoding: "GBK",
-                detail: format!("{what}: byte offset {offset} (line {line}) is neither UTF-8 nor GBK"),
-            })
+    let mut out = String::with_capacity(bytes.len() + bytes.len() / 4);
+    let mut read_total = 0;
+    loop {
+        let (result, read) = decoder.decode_to_string_without_replacement(&bytes[read_total..], &mut out, true);
+        read_total += read;
+        match result {
+            encoding_rs::DecoderResult::InputEmpty => return Ok(Cow::Owned(out)),
+            // Room ran out (GBK can grow up to threefold in UTF-8): make more and go on.
+            encoding_rs::DecoderResult::OutputFull => out.reserve((bytes.len() - read_total) * 3 + 16),
+            encoding_rs::DecoderResult::Malformed(bad, _) => {
+                let offset = read_total.saturating_sub(bad as usize);
+                let line = bytes[..offset.min(bytes.len())].iter().filter(|&&b| b == b'\n').count() + 1;
+                return Err(SettlementError::Encoding {
+                    encoding: "GBK",
+                    detail: format!("{what}: byte offset {offset} (line {line}) is neither UTF-8 nor GBK"),
+                });
+            }
         }
-        encoding_rs::DecoderResult::OutputFull => Err(SettlementError::Encoding {
-            encoding: "GBK",
-            detail: format!("{what}: could not be decoded"),
-        }),
     }
 }
 
@@ -325,154 +327,308 @@ fn parse_detail(text: &str) -> Result<(Vec<SettlementRow>, DetailSums), Settleme
         .ok_or_else(|| bad(header_line, "the header line is empty"))?;
     let at = map_columns(&header_record, &DETAIL_COLUMNS, &DETAIL_REQUIRED, header_line)?;
     let c = |name: &str| col(&DETAIL_COLUMNS, &at, name).unwrap_or(0);
-    let (c_trade, c_order, c_kind, c_finished, c_amount, c_received, c_refund_no, c_fee) = (
-        c(D_TRADE_NO),
-        c(D_ORDER_NO),
-        c(D_KIND),
-        c(D_FINISHED),
-        c(D_ORDER_AMOUNT),
-        c(D_RECEIVED),
-        c(D_REFUND_NO),
-        c(D_FEE),
-    );
-    let c_discount = col(&DETAIL_COLUMNS, &at, D_MERCHANT_DISCOUNT);
-    let width = header_record.len();
+    let cols = DetailCols {
+        trade: c(D_TRADE_NO),
+        order: c(D_ORDER_NO),
+        kind: c(D_KIND),
+        finished: c(D_FINISHED),
+        amount: c(D_ORDER_AMOUNT),
+        received: c(D_RECEIVED),
+        refund_no: c(D_REFUND_NO),
+        fee: c(D_FEE),
+        discount: col(&DETAIL_COLUMNS, &at, D_MERCHANT_DISCOUNT),
+        width: header_record.len(),
+    };
 
-    // 2. The data rows run to the first line starting with '#'.
+    // 2. The data rows, one per line, run to the first line starting with '#'. A line without
+    // quotes is split on commas (what a CSV reader does with it, only faster); a line with
+    // quotes goes through the csv crate, with the lines after it while its quotes are open.
     let after_header = &text[header_off + header_text.len()..];
     let rest = after_header
         .strip_prefix("\r\n")
         .or_else(|| after_header.strip_prefix('\n'))
         .unwrap_or(after_header);
-    let data_len = if rest.starts_with('#') {
-        0
+    // Large files are cut into chunks at line starts outside quotes and read in parallel;
+    // the chunks' rows are joined in file order.
+    let bounds = chunk_bounds(rest, chunk_count(rest.len()));
+    let chunks: Vec<Result<Chunk, SettlementError>> = if bounds.len() <= 2 {
+        vec![read_rows(rest, &cols)]
     } else {
-        rest.find("\n#").map(|p| p + 1).ok_or_else(|| {
-            SettlementError::Truncated("the 业务明细列表结束 line and the totals after the rows are missing".into())
-        })?
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let (part, cols) = (&rest[w[0]..w[1]], &cols);
+                    scope.spawn(move || read_rows(part, cols))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(bad(0, "a reader thread failed"))))
+                .collect()
+        })
     };
-    let data = &rest[..data_len];
-    let footer = &rest[data_len..];
-
-    let mut rows = Vec::with_capacity(data.len() / 200 + 1);
+    let mut rows = Vec::new();
     let mut sums = DetailSums {
         fee: Some(0),
         ..DetailSums::default()
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(data.as_bytes());
-    let mut rec = csv::StringRecord::new();
-    let first_data_line = header_line + 1;
-    // Line numbers are counted here (the reader may leave a record's terminator for the next).
-    let (mut counted_to, mut line) = (0usize, first_data_line);
-    loop {
-        let mut start = (rdr.position().byte() as usize).min(data.len());
-        while start < data.len() && matches!(data.as_bytes()[start], b'\r' | b'\n') {
-            start += 1;
-        }
-        line += data.as_bytes()[counted_to.min(start)..start].iter().filter(|&&b| b == b'\n').count();
-        counted_to = counted_to.max(start);
-        match rdr.read_record(&mut rec) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(bad(line, format!("not readable as CSV: {e}"))),
-        }
-        let end = (rdr.position().byte() as usize).min(data.len());
-        let original = data[start.min(end)..end].trim_matches(['\n', '\r']);
-        if original.trim().is_empty() {
-            continue;
-        }
-        let width_here = if rec.len() == width + 1 && rec.get(width).is_some_and(|s| s.trim().is_empty()) {
-            width
+    let mut lines_before = header_line;
+    let mut footer = None;
+    for (chunk, start) in chunks.into_iter().zip(&bounds) {
+        let chunk = chunk.map_err(|e| match e {
+            SettlementError::BadRow { line, reason } => SettlementError::BadRow {
+                line: line + lines_before,
+                reason,
+            },
+            other => other,
+        })?;
+        if rows.is_empty() {
+            rows = chunk.rows;
         } else {
-            rec.len()
-        };
-        if width_here != width {
-            return Err(bad(line, format!("{} fields where the header has {width}", rec.len())));
+            rows.extend(chunk.rows);
         }
-        let f = |i: usize| rec.get(i).unwrap_or("").trim();
-        let kind = match f(c_kind) {
-            "交易" => RowKind::Payment,
-            "退款" => RowKind::Refund,
-            other => return Err(bad(line, format!("业务类型 {other:?} is neither 交易 nor 退款"))),
-        };
-        let trade_no = f(c_trade);
-        let order_no = f(c_order);
-        if trade_no.is_empty() {
-            return Err(bad(line, "支付宝交易号 is empty"));
+        sums.add(&chunk.sums);
+        if let Some((line, offset)) = chunk.footer {
+            footer = Some((line + lines_before, &rest[start + offset..]));
+            break;
         }
-        if order_no.is_empty() {
-            return Err(bad(line, "商户订单号 is empty"));
-        }
-        let amount = money(line, D_ORDER_AMOUNT, f(c_amount))?;
-        let received = money(line, D_RECEIVED, f(c_received))?;
-        let discount = match c_discount {
-            Some(i) if !f(i).is_empty() => money(line, D_MERCHANT_DISCOUNT, f(i))?,
-            _ => 0,
-        };
-        match kind {
-            RowKind::Payment if amount <= 0 => return Err(bad(line, format!("a 交易 row with 订单金额 {}", f(c_amount)))),
-            RowKind::Refund if amount >= 0 => {
-                return Err(bad(line, format!("a 退款 row with 订单金额 {} (refunds are negative)", f(c_amount))))
-            }
-            _ => {}
-        }
-        let fee_text = match f(c_fee) {
-            "" => "0.00",
-            t => t,
-        };
-        let fee_fen = match yuan_to_fen(fee_text, true) {
-            Ok(v) => Some(v),
-            Err(AmountError::TooPrecise(_)) => None,
-            Err(e) => return Err(bad(line, format!("{D_FEE}: {e}"))),
-        };
-        let time_text = f(c_finished);
-        let time = parse_naive_time(time_text)
-            .ok_or_else(|| bad(line, format!("完成时间 {time_text:?} is not yyyy-MM-dd HH:mm:ss")))?;
-        let refund_no = match kind {
-            RowKind::Payment => None,
-            // A refund made without a request number has the order number as its request number.
-            RowKind::Refund => Some(match f(c_refund_no) {
-                "" => order_no.to_string(),
-                n => n.to_string(),
-            }),
-        };
-        match kind {
-            RowKind::Payment => {
-                sums.payments += 1;
-                sums.received_payments += received;
-                sums.discount_payments += discount;
-            }
-            RowKind::Refund => {
-                sums.refunds += 1;
-                sums.received_refunds += received;
-                sums.discount_refunds += discount;
-            }
-        }
-        sums.order_amount += amount;
-        sums.fee = match (sums.fee, fee_fen) {
-            (Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
-        rows.push(SettlementRow {
-            order_no: order_no.to_string(),
-            refund_no,
-            gateway_txn_id: trade_no.to_string(),
-            kind,
-            amount_fen: amount.abs(),
-            fee: fee_text.to_string(),
-            fee_fen,
-            time,
-            original_line: original.to_string(),
-        });
+        lines_before += chunk.lines;
     }
 
     // 3. The footer: the end line, then the totals.
-    let footer_line = first_data_line + data.bytes().filter(|b| *b == b'\n').count();
+    let (footer_line, footer) = footer.ok_or_else(|| {
+        SettlementError::Truncated("the 业务明细列表结束 line and the totals after the rows are missing".into())
+    })?;
     check_footer(footer, footer_line, &sums)?;
     Ok((rows, sums))
+}
+
+/// The rows of one chunk of the data region.
+struct Chunk {
+    rows: Vec<SettlementRow>,
+    sums: DetailSums,
+    /// Lines in the chunk (for the next chunk's line numbers).
+    lines: usize,
+    /// (line number within the chunk, byte offset) of the first line starting with '#'.
+    footer: Option<(usize, usize)>,
+}
+
+impl DetailSums {
+    fn add(&mut self, o: &DetailSums) {
+        self.payments += o.payments;
+        self.refunds += o.refunds;
+        self.received_payments += o.received_payments;
+        self.received_refunds += o.received_refunds;
+        self.discount_payments += o.discount_payments;
+        self.discount_refunds += o.discount_refunds;
+        self.order_amount += o.order_amount;
+        self.fee = match (self.fee, o.fee) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+}
+
+/// How many chunks to read a data region of `len` bytes in: one below 8 MB, else one per
+/// available core (at most 4).
+fn chunk_count(len: usize) -> usize {
+    if len < 8 << 20 {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Chunk boundaries (`0`, …, `text.len()`): each at the start of a line, and never inside a
+/// quoted field (a candidate with an odd number of quotes before it is skipped).
+fn chunk_bounds(text: &str, n: usize) -> Vec<usize> {
+    let b = text.as_bytes();
+    let mut bounds = vec![0];
+    let mut quotes = 0usize;
+    let mut counted = 0;
+    for k in 1..n {
+        let target = (text.len() * k / n).max(counted);
+        let Some(nl) = b[target..].iter().position(|&c| c == b'\n') else { break };
+        let at = target + nl + 1;
+        quotes += b[counted..at].iter().filter(|&&c| c == b'"').count();
+        counted = at;
+        if quotes % 2 == 0 && at < text.len() {
+            bounds.push(at);
+        }
+    }
+    bounds.push(text.len());
+    bounds
+}
+
+/// Read data rows, one per line, to the first line starting with '#'. A line without quotes is
+/// split on commas (what a CSV reader does with it, only faster); a line with quotes goes
+/// through the csv crate, together with the lines after it while its quotes are open. Line
+/// numbers in errors count from the chunk's start (the caller adds the lines before it).
+fn read_rows(rest: &str, cols: &DetailCols) -> Result<Chunk, SettlementError> {
+    let mut rows = Vec::with_capacity(rest.len() / 220 + 1);
+    let mut sums = DetailSums {
+        fee: Some(0),
+        ..DetailSums::default()
+    };
+    let mut fields: Vec<&str> = Vec::with_capacity(cols.width + 1);
+    let mut line_no = 0;
+    let mut pos = 0;
+    let next_line_end = |from: usize| rest[from..].find('\n').map_or(rest.len(), |e| from + e + 1);
+    while pos < rest.len() {
+        let mut end = next_line_end(pos);
+        line_no += 1;
+        let first_line = line_no;
+        let mut line = rest[pos..end].trim_end_matches(['\n', '\r']);
+        if line.starts_with('#') {
+            return Ok(Chunk {
+                rows,
+                sums,
+                lines: line_no - 1,
+                footer: Some((line_no, pos)),
+            });
+        }
+        if line.trim().is_empty() {
+            pos = end;
+            continue;
+        }
+        let row = if line.contains('"') {
+            while line.bytes().filter(|&b| b == b'"').count() % 2 == 1 && end < rest.len() {
+                end = next_line_end(end);
+                line_no += 1;
+                line = rest[pos..end].trim_end_matches(['\n', '\r']);
+            }
+            let rec = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(line.as_bytes())
+                .records()
+                .next()
+                .and_then(Result::ok)
+                .ok_or_else(|| bad(first_line, "not readable as CSV (unbalanced quotes?)"))?;
+            let quoted: Vec<&str> = rec.iter().collect();
+            read_row(&quoted, line, first_line, cols, &mut sums)?
+        } else {
+            fields.clear();
+            fields.extend(line.split(','));
+            read_row(&fields, line, first_line, cols, &mut sums)?
+        };
+        rows.push(row);
+        pos = end;
+    }
+    Ok(Chunk {
+        rows,
+        sums,
+        lines: line_no,
+        footer: None,
+    })
+}
+
+/// Where the detail's columns are.
+struct DetailCols {
+    trade: usize,
+    order: usize,
+    kind: usize,
+    finished: usize,
+    amount: usize,
+    received: usize,
+    refund_no: usize,
+    fee: usize,
+    discount: Option<usize>,
+    width: usize,
+}
+
+/// One data row (its fields, its text, its line number) into a normalised row; adds to the sums.
+fn read_row(
+    fields: &[&str],
+    original: &str,
+    line: usize,
+    c: &DetailCols,
+    sums: &mut DetailSums,
+) -> Result<SettlementRow, SettlementError> {
+    let width = c.width;
+    let width_here = if fields.len() == width + 1 && fields[width].trim().is_empty() {
+        width
+    } else {
+        fields.len()
+    };
+    if width_here != width {
+        return Err(bad(line, format!("{} fields where the header has {width}", fields.len())));
+    }
+    let f = |i: usize| fields[i].trim();
+    let kind = match f(c.kind) {
+        "交易" => RowKind::Payment,
+        "退款" => RowKind::Refund,
+        other => return Err(bad(line, format!("业务类型 {other:?} is neither 交易 nor 退款"))),
+    };
+    let trade_no = f(c.trade);
+    let order_no = f(c.order);
+    if trade_no.is_empty() {
+        return Err(bad(line, "支付宝交易号 is empty"));
+    }
+    if order_no.is_empty() {
+        return Err(bad(line, "商户订单号 is empty"));
+    }
+    let amount = money(line, D_ORDER_AMOUNT, f(c.amount))?;
+    let received = money(line, D_RECEIVED, f(c.received))?;
+    let discount = match c.discount {
+        Some(i) if !f(i).is_empty() => money(line, D_MERCHANT_DISCOUNT, f(i))?,
+        _ => 0,
+    };
+    match kind {
+        RowKind::Payment if amount <= 0 => return Err(bad(line, format!("a 交易 row with 订单金额 {}", f(c.amount)))),
+        RowKind::Refund if amount >= 0 => {
+            return Err(bad(line, format!("a 退款 row with 订单金额 {} (refunds are negative)", f(c.amount))))
+        }
+        _ => {}
+    }
+    let fee_text = match f(c.fee) {
+        "" => "0.00",
+        t => t,
+    };
+    let fee_fen = match yuan_to_fen(fee_text, true) {
+        Ok(v) => Some(v),
+        Err(AmountError::TooPrecise(_)) => None,
+        Err(e) => return Err(bad(line, format!("{D_FEE}: {e}"))),
+    };
+    let time_text = f(c.finished);
+    let time = parse_naive_time(time_text)
+        .ok_or_else(|| bad(line, format!("完成时间 {time_text:?} is not yyyy-MM-dd HH:mm:ss")))?;
+    let refund_no = match kind {
+        RowKind::Payment => None,
+        // A refund made without a request number has the order number as its request number.
+        RowKind::Refund => Some(match f(c.refund_no) {
+            "" => order_no.to_string(),
+            n => n.to_string(),
+        }),
+    };
+    match kind {
+        RowKind::Payment => {
+            sums.payments += 1;
+            sums.received_payments += received;
+            sums.discount_payments += discount;
+        }
+        RowKind::Refund => {
+            sums.refunds += 1;
+            sums.received_refunds += received;
+            sums.discount_refunds += discount;
+        }
+    }
+    sums.order_amount += amount;
+    sums.fee = match (sums.fee, fee_fen) {
+        (Some(a), Some(b)) => Some(a + b),
+        _ => None,
+    };
+    Ok(SettlementRow {
+        order_no: order_no.to_string(),
+        refund_no,
+        gateway_txn_id: trade_no.to_string(),
+        kind,
+        amount_fen: amount.abs(),
+        fee: fee_text.to_string(),
+        fee_fen,
+        time,
+        original_line: original.to_string(),
+    })
 }
 
 /// The numbers in a footer line, in order (`#交易合计：6笔，商家实收共0.06元，…` → 6, 0.06, …).

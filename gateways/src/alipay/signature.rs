@@ -332,27 +332,39 @@ pub struct NotifyParams {
     /// (name, raw value bytes in `charset`), in arrival order; names are unique.
     pub pairs: Vec<(String, Vec<u8>)>,
     pub charset: Charset,
+    /// The values as text (decoded from `charset` once), in the order of `pairs`.
+    texts: Vec<String>,
 }
 
 impl NotifyParams {
+    /// Parameters from raw values in a charset; `None` if a value is not valid in it.
+    pub fn new(pairs: Vec<(String, Vec<u8>)>, charset: Charset) -> Result<NotifyParams, String> {
+        let mut texts = Vec::with_capacity(pairs.len());
+        for (k, v) in &pairs {
+            texts.push(
+                charset
+                    .decode(v)
+                    .ok_or_else(|| format!("parameter {k:?} is not valid {} text", charset.label()))?,
+            );
+        }
+        Ok(NotifyParams { pairs, charset, texts })
+    }
+
     /// A parameter's raw bytes.
     pub fn raw(&self, name: &str) -> Option<&[u8]> {
         self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
     }
 
-    /// A parameter's text (decoded from the charset; validated at parse time).
-    pub fn text(&self, name: &str) -> Option<String> {
-        self.raw(name).and_then(|b| self.charset.decode(b))
+    /// A parameter's text.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().position(|(k, _)| k == name).map(|i| self.texts[i].as_str())
     }
 
     /// Every parameter as text, for audit.
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
-        for (k, v) in &self.pairs {
-            m.insert(
-                k.clone(),
-                serde_json::Value::String(self.charset.decode(v).unwrap_or_default()),
-            );
+        for ((k, _), v) in self.pairs.iter().zip(&self.texts) {
+            m.insert(k.clone(), serde_json::Value::String(v.clone()));
         }
         serde_json::Value::Object(m)
     }
@@ -413,18 +425,7 @@ pub fn parse_notification(body: &[u8]) -> Result<NotifyParams, NotifyError> {
         return Err(NotifyError::Malformed("the body holds no parameters".into()));
     }
     let charset = declared_charset(raw_pairs.iter().find(|(k, _)| k == "charset").map(|(_, v)| v.as_slice()))?;
-    for (k, v) in &raw_pairs {
-        if charset.decode(v).is_none() {
-            return Err(NotifyError::Malformed(format!(
-                "parameter {k:?} is not valid {} text",
-                charset.label()
-            )));
-        }
-    }
-    Ok(NotifyParams {
-        pairs: raw_pairs,
-        charset,
-    })
+    NotifyParams::new(raw_pairs, charset).map_err(NotifyError::Malformed)
 }
 
 fn declared_charset(raw: Option<&[u8]>) -> Result<Charset, NotifyError> {
@@ -457,7 +458,7 @@ fn parse_json_params(body: &[u8]) -> Result<NotifyParams, NotifyError> {
         })?;
         pairs.push((k, bytes));
     }
-    Ok(NotifyParams { pairs, charset })
+    NotifyParams::new(pairs, charset).map_err(NotifyError::Malformed)
 }
 
 /// `application/x-www-form-urlencoded` decoding of one name or value to raw bytes: `+` is a
@@ -542,7 +543,7 @@ pub fn verify_notification_params(params: &NotifyParams, key: &PublicKey) -> Res
         return Err(NotifyError::MissingSignature("the sign parameter is empty".into()));
     }
     let sign_type = params.text("sign_type");
-    match sign_type.as_deref() {
+    match sign_type {
         None | Some(SIGN_TYPE) => {}
         Some(other) => {
             return Err(NotifyError::BadSignature(format!(
@@ -624,7 +625,7 @@ mod tests {
         let gbk = b"charset=GBK&subject=%CB%AE%B7%D1&sign=x";
         let p = parse_notification(gbk).unwrap();
         assert_eq!(p.charset, Charset::Gbk);
-        assert_eq!(p.text("subject").as_deref(), Some("水费"));
+        assert_eq!(p.text("subject"), Some("水费"));
         assert_eq!(p.raw("subject"), Some(&b"\xCB\xAE\xB7\xD1"[..]), "raw bytes kept for verification");
         let bad = b"charset=utf-8&subject=%B7%D1";
         assert!(matches!(parse_notification(bad), Err(NotifyError::Malformed(m)) if m.contains("subject")));
