@@ -15,12 +15,18 @@ const PLATFORM_KEY: &[u8] = include_bytes!("../../fixtures/sandbox/alipay/alipay
 const APP_KEY: &[u8] = include_bytes!("../../fixtures/alipay/app_private_key_pkcs8.txt");
 
 fn main() {
-    let n: usize = std::env::var("BENCH_NOTIFICATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let client = AlipayClient::new(AlipayConfig::public_key_mode("2021000000000001", APP_KEY, PLATFORM_KEY).unwrap()).unwrap();
+    let n: usize = std::env::var("BENCH_NOTIFICATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let client =
+        AlipayClient::new(AlipayConfig::public_key_mode("2021000000000001", APP_KEY, PLATFORM_KEY).unwrap()).unwrap();
     for (label, body) in [("utf-8", BODY), ("GBK", GBK_BODY)] {
         // Warm up.
         for _ in 0..200 {
-            client.verify_notification(IncomingNotification { headers: &[], body }, Utc::now()).unwrap();
+            client
+                .verify_notification(IncomingNotification { headers: &[], body }, Utc::now())
+                .unwrap();
         }
         let started = Instant::now();
         let cpu0 = cpu_seconds();

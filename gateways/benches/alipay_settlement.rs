@@ -10,7 +10,10 @@ use meterpay_gateways::alipay::settlement::{parse, write_zip, BillRow};
 use meterpay_gateways::settlement::RowKind;
 
 fn main() {
-    let n: usize = std::env::var("BENCH_BILL_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("BENCH_BILL_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
     let start = day.and_hms_opt(0, 0, 0).unwrap();
     let rows: Vec<BillRow> = (0..n)

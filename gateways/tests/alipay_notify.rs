@@ -5,7 +5,9 @@
 
 use chrono::Utc;
 use meterpay_gateways::alipay::{inspect_notification, AlipayClient, AlipayConfig};
-use meterpay_gateways::gateway::{IncomingNotification, NotificationEvent, NotifyError, PaymentGateway, VerifiedNotification};
+use meterpay_gateways::gateway::{
+    IncomingNotification, NotificationEvent, NotifyError, PaymentGateway, VerifiedNotification,
+};
 use meterpay_gateways::outcome::{PaymentState, RefundState};
 
 const UTF8: &[u8] = include_bytes!("../../fixtures/alipay/notify_trade_success_utf8.txt");
@@ -64,7 +66,10 @@ fn a_gbk_notification_is_decoded_and_verified_in_gbk() {
 #[test]
 fn a_partial_refund_notification_is_a_refund_event() {
     let v = inspect(KEY_PEM, REFUND).unwrap();
-    assert_eq!(v.event_id, "2024011500222153000011200000000002/TRADE_SUCCESS/RF20240115000001");
+    assert_eq!(
+        v.event_id,
+        "2024011500222153000011200000000002/TRADE_SUCCESS/RF20240115000001"
+    );
     assert_eq!(
         v.event,
         NotificationEvent::Refund {
@@ -80,14 +85,21 @@ fn a_partial_refund_notification_is_a_refund_event() {
 
 #[test]
 fn the_client_verifies_exactly_as_inspect_notification_does() {
-    let client = AlipayClient::new(AlipayConfig::public_key_mode("2021000000000001", APP_KEY, KEY_BARE).unwrap()).unwrap();
+    let client =
+        AlipayClient::new(AlipayConfig::public_key_mode("2021000000000001", APP_KEY, KEY_BARE).unwrap()).unwrap();
     for body in [UTF8, GBK, REFUND] {
         let by_client = client.verify_notification(IncomingNotification { headers: &[], body }, Utc::now());
         assert_eq!(by_client, inspect(KEY_BARE, body));
     }
     let bad = replace(UTF8, "total_amount=88.80", "total_amount=8.88");
     assert_eq!(
-        client.verify_notification(IncomingNotification { headers: &[], body: &bad }, Utc::now()),
+        client.verify_notification(
+            IncomingNotification {
+                headers: &[],
+                body: &bad
+            },
+            Utc::now()
+        ),
         inspect(KEY_BARE, &bad)
     );
     let ack = client.ack(true);
@@ -103,7 +115,13 @@ fn a_changed_amount_or_status_does_not_verify() {
         ("out_trade_no=WE20240115000001", "out_trade_no=WE20240115000002"),
         ("app_id=2021000000000001", "app_id=2021000000000002"),
     ] {
-        assert!(matches!(inspect(KEY_BARE, &replace(UTF8, from, to)), Err(NotifyError::BadSignature(_))), "{from}");
+        assert!(
+            matches!(
+                inspect(KEY_BARE, &replace(UTF8, from, to)),
+                Err(NotifyError::BadSignature(_))
+            ),
+            "{from}"
+        );
     }
 }
 
@@ -113,22 +131,36 @@ fn html_escaping_or_decoding_twice_breaks_the_signature() {
     let escaped = replace(UTF8, "%22amount%22", "%26quot%3Bamount%26quot%3B");
     assert!(matches!(inspect(KEY_BARE, &escaped), Err(NotifyError::BadSignature(_))));
     // Decoding passback_params a second time before verifying changes what was signed.
-    let twice = replace(UTF8, "account%253D3-1201%2526bill%253D2024-01", "account%3D3-1201%26bill%3D2024-01");
+    let twice = replace(
+        UTF8,
+        "account%253D3-1201%2526bill%253D2024-01",
+        "account%3D3-1201%26bill%3D2024-01",
+    );
     assert!(matches!(inspect(KEY_BARE, &twice), Err(NotifyError::BadSignature(_))));
 }
 
 #[test]
 fn unsigned_foreign_or_malformed_notifications_say_why() {
     let s = std::str::from_utf8(UTF8).unwrap();
-    let unsigned: String = s.split('&').filter(|p| !p.starts_with("sign=")).collect::<Vec<_>>().join("&");
-    assert!(matches!(inspect(KEY_BARE, unsigned.as_bytes()), Err(NotifyError::MissingSignature(_))));
+    let unsigned: String = s
+        .split('&')
+        .filter(|p| !p.starts_with("sign="))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert!(matches!(
+        inspect(KEY_BARE, unsigned.as_bytes()),
+        Err(NotifyError::MissingSignature(_))
+    ));
     let rsa1 = replace(UTF8, "sign_type=RSA2", "sign_type=RSA");
     assert!(matches!(inspect(KEY_BARE, &rsa1), Err(NotifyError::BadSignature(m)) if m.contains("RSA2")));
     let other_key = include_bytes!("../../fixtures/alipay/app_public_key.pem");
     assert!(matches!(inspect(other_key, UTF8), Err(NotifyError::BadSignature(_))));
     assert!(matches!(inspect(b"not a key", UTF8), Err(NotifyError::UnknownKey(_))));
     assert!(matches!(inspect(KEY_BARE, b""), Err(NotifyError::Malformed(_))));
-    assert!(matches!(inspect(KEY_BARE, b"{\"charset\":\"utf-8\",\"x\":[1]}"), Err(NotifyError::Malformed(_))));
+    assert!(matches!(
+        inspect(KEY_BARE, b"{\"charset\":\"utf-8\",\"x\":[1]}"),
+        Err(NotifyError::Malformed(_))
+    ));
     let dup = [UTF8, b"&out_trade_no=X"].concat();
     assert!(matches!(inspect(KEY_BARE, &dup), Err(NotifyError::Malformed(m)) if m.contains("twice")));
 }

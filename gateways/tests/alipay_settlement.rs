@@ -59,22 +59,34 @@ fn the_fixture_bill_zip_parses_into_normalised_rows_with_exact_fees() {
     assert_eq!(r.fee, "0.53");
     assert_eq!(r.fee_fen, Some(53));
     assert_eq!(r.time, t("2024-01-15 10:00:11"));
-    assert!(r.original_line.starts_with("2024011522001400000000000001\t,WE20240115000001\t,交易\t,水费2024-01 3栋1201,"));
+    assert!(r
+        .original_line
+        .starts_with("2024011522001400000000000001\t,WE20240115000001\t,交易\t,水费2024-01 3栋1201,"));
     assert!(r.original_line.ends_with(",0.53,0.00,3栋1201"), "{:?}", r.original_line);
 
     let refund = &f.rows[2];
     assert_eq!(refund.kind, RowKind::Refund);
     assert_eq!(refund.order_no, "WE20240115000001");
     assert_eq!(refund.refund_no.as_deref(), Some("RF20240115000001"));
-    assert_eq!(refund.amount_fen, 2000, "refund rows are negative in the file, positive here");
+    assert_eq!(
+        refund.amount_fen, 2000,
+        "refund rows are negative in the file, positive here"
+    );
     assert_eq!(refund.fee, "-0.12");
     assert_eq!(refund.fee_fen, Some(-12));
-    assert_eq!(refund.time, t("2024-01-15 15:30:00"), "the refund's time, not the trade's creation");
+    assert_eq!(
+        refund.time,
+        t("2024-01-15 15:30:00"),
+        "the refund's time, not the trade's creation"
+    );
 
     let quoted = &f.rows[3];
     assert_eq!(quoted.order_no, "WE20240115000003");
     assert_eq!(quoted.amount_fen, 1);
-    assert!(quoted.original_line.contains("\"水电费,合并缴纳\""), "a quoted subject with a comma stays one field");
+    assert!(
+        quoted.original_line.contains("\"水电费,合并缴纳\""),
+        "a quoted subject with a comma stays one field"
+    );
 
     assert_eq!(f.totals.payment_count, 3);
     assert_eq!(f.totals.payment_fen, 8880 + 12050 + 1);
@@ -102,7 +114,11 @@ fn rows(n: usize) -> Vec<BillRow> {
                 trade_no: format!("20240115220014{:014}", i / 5 * 5),
                 out_trade_no: format!("WE2024011500{:06}", i / 5 * 5),
                 kind: if refund { RowKind::Refund } else { RowKind::Payment },
-                subject: if i % 7 == 0 { "水电费, 合并".into() } else { format!("水费 {i}") },
+                subject: if i % 7 == 0 {
+                    "水电费, 合并".into()
+                } else {
+                    format!("水费 {i}")
+                },
                 created: t("2024-01-15 08:00:00"),
                 finished: t("2024-01-15 08:00:00") + chrono::Duration::seconds(i as i64),
                 store_id: if i % 2 == 0 { "MP001".into() } else { String::new() },
@@ -144,7 +160,9 @@ fn the_written_zip_has_gbk_entry_names_without_the_utf8_flag_summary_first() {
     let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
     let zip = write_zip("20880000000012340156", day, &rows(3), t("2024-01-16 05:00:00"));
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(&zip)).unwrap();
-    let names: Vec<Vec<u8>> = (0..z.len()).map(|i| z.by_index(i).unwrap().name_raw().to_vec()).collect();
+    let names: Vec<Vec<u8>> = (0..z.len())
+        .map(|i| z.by_index(i).unwrap().name_raw().to_vec())
+        .collect();
     assert_eq!(names[0], gbk("20880000000012340156_20240115_业务明细(汇总).csv"));
     assert_eq!(names[1], gbk("20880000000012340156_20240115_业务明细.csv"));
     // General-purpose flag of the first local header: bit 11 (UTF-8) clear.
@@ -159,8 +177,15 @@ fn the_written_zip_has_gbk_entry_names_without_the_utf8_flag_summary_first() {
 fn entry_order_does_not_matter() {
     let detail = FIXTURE_DETAIL_GBK.to_vec();
     let summary = summary_of_fixture();
-    let a = zip_of(&[("x_业务明细.csv", detail.clone()), ("x_业务明细(汇总).csv", summary.clone())]);
-    let b = zip_of(&[("x_业务明细(汇总).csv", summary), ("readme.txt", b"hi".to_vec()), ("x_业务明细.csv", detail)]);
+    let a = zip_of(&[
+        ("x_业务明细.csv", detail.clone()),
+        ("x_业务明细(汇总).csv", summary.clone()),
+    ]);
+    let b = zip_of(&[
+        ("x_业务明细(汇总).csv", summary),
+        ("readme.txt", b"hi".to_vec()),
+        ("x_业务明细.csv", detail),
+    ]);
     assert_eq!(settlement::parse(&a).unwrap().rows, settlement::parse(&b).unwrap().rows);
 }
 
@@ -180,7 +205,12 @@ fn a_missing_required_column_is_refused_by_name() {
             text.push_str(line);
         } else {
             let cells: Vec<&str> = line.split(',').collect();
-            let kept: Vec<&str> = cells.iter().enumerate().filter(|(i, _)| *i != cells.len() - 3).map(|(_, c)| *c).collect();
+            let kept: Vec<&str> = cells
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != cells.len() - 3)
+                .map(|(_, c)| *c)
+                .collect();
             text.push_str(&kept.join(","));
         }
         text.push('\n');
@@ -197,19 +227,31 @@ fn columns_are_found_by_name_not_position() {
             return line.to_string();
         }
         let mut cells: Vec<String> = Vec::new();
-        let mut rdr = csv::ReaderBuilder::new().has_headers(false).from_reader(line.as_bytes());
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_bytes());
         for f in rdr.records().next().unwrap().unwrap().iter() {
-            cells.push(if f.contains(',') { format!("\"{f}\"") } else { f.to_string() });
+            cells.push(if f.contains(',') {
+                format!("\"{f}\"")
+            } else {
+                f.to_string()
+            });
         }
         cells.swap(0, 1);
         cells.swap(11, 22);
         cells.join(",")
     };
-    let text: String = detail_text().lines().map(|l| swap(l.trim_end_matches('\r')) + "\n").collect();
+    let text: String = detail_text()
+        .lines()
+        .map(|l| swap(l.trim_end_matches('\r')) + "\n")
+        .collect();
     let swapped = settlement::parse(&gbk(&text)).unwrap();
     let original = settlement::parse(FIXTURE_DETAIL_GBK).unwrap();
     for (a, b) in swapped.rows.iter().zip(&original.rows) {
-        assert_eq!((&a.order_no, &a.gateway_txn_id, a.amount_fen, &a.fee), (&b.order_no, &b.gateway_txn_id, b.amount_fen, &b.fee));
+        assert_eq!(
+            (&a.order_no, &a.gateway_txn_id, a.amount_fen, &a.fee),
+            (&b.order_no, &b.gateway_txn_id, b.amount_fen, &b.fee)
+        );
     }
 }
 
@@ -230,10 +272,15 @@ fn bytes_that_are_neither_utf8_nor_gbk_are_refused_with_their_place() {
 #[test]
 fn a_truncated_download_is_refused() {
     let err = settlement::parse(&FIXTURE_ZIP[..FIXTURE_ZIP.len() / 2]).unwrap_err();
-    assert!(matches!(&err, SettlementError::Archive(m) if m.contains("truncated")), "{err:?}");
+    assert!(
+        matches!(&err, SettlementError::Archive(m) if m.contains("truncated")),
+        "{err:?}"
+    );
     // A detail file cut after its rows has no end line nor totals.
     let text = detail_text();
-    let cut = &text[..text.find("#-----------------------------------------业务明细列表结束").unwrap()];
+    let cut = &text[..text
+        .find("#-----------------------------------------业务明细列表结束")
+        .unwrap()];
     let err = settlement::parse(&gbk(cut)).unwrap_err();
     assert!(matches!(&err, SettlementError::Truncated(_)), "{err:?}");
     // Cut inside the totals.
@@ -246,11 +293,17 @@ fn a_truncated_download_is_refused() {
 fn footer_totals_that_disagree_with_the_rows_are_refused() {
     let text = detail_text().replace("#交易合计：3笔", "#交易合计：4笔");
     let err = settlement::parse(&gbk(&text)).unwrap_err();
-    assert_eq!(err, SettlementError::SummaryMismatch("#交易合计 states 4 rows, the file holds 3".into()));
+    assert_eq!(
+        err,
+        SettlementError::SummaryMismatch("#交易合计 states 4 rows, the file holds 3".into())
+    );
     let text = detail_text().replace("商家实收共209.31元", "商家实收共209.30元");
     assert!(matches!(settlement::parse(&gbk(&text)), Err(SettlementError::SummaryMismatch(m)) if m.contains("209.30")));
     let text = detail_text().replace("商家实收退款共-20.00元", "商家实收退款共-19.00元");
-    assert!(matches!(settlement::parse(&gbk(&text)), Err(SettlementError::SummaryMismatch(_))));
+    assert!(matches!(
+        settlement::parse(&gbk(&text)),
+        Err(SettlementError::SummaryMismatch(_))
+    ));
 }
 
 #[test]
@@ -264,15 +317,28 @@ fn a_summary_that_disagrees_with_the_detail_is_refused() {
     ] {
         assert!(summary.contains(from), "{from}");
         let changed = summary.replacen(from, to, 1);
-        let zip = zip_of(&[("x_业务明细.csv", FIXTURE_DETAIL_GBK.to_vec()), ("x_业务明细(汇总).csv", gbk(&changed))]);
+        let zip = zip_of(&[
+            ("x_业务明细.csv", FIXTURE_DETAIL_GBK.to_vec()),
+            ("x_业务明细(汇总).csv", gbk(&changed)),
+        ]);
         match settlement::parse(&zip).unwrap_err() {
             SettlementError::SummaryMismatch(m) => assert!(m.contains(what), "{m}"),
             other => panic!("{other:?}"),
         }
     }
-    let no_total = summary.lines().filter(|l| !l.starts_with("合计")).collect::<Vec<_>>().join("\n");
-    let zip = zip_of(&[("x_业务明细.csv", FIXTURE_DETAIL_GBK.to_vec()), ("x_业务明细(汇总).csv", gbk(&no_total))]);
-    assert_eq!(settlement::parse(&zip).unwrap_err(), SettlementError::Truncated("the summary file has no 合计 row".into()));
+    let no_total = summary
+        .lines()
+        .filter(|l| !l.starts_with("合计"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let zip = zip_of(&[
+        ("x_业务明细.csv", FIXTURE_DETAIL_GBK.to_vec()),
+        ("x_业务明细(汇总).csv", gbk(&no_total)),
+    ]);
+    assert_eq!(
+        settlement::parse(&zip).unwrap_err(),
+        SettlementError::Truncated("the summary file has no 合计 row".into())
+    );
 }
 
 #[test]
@@ -293,7 +359,12 @@ fn bad_rows_are_refused_with_their_line_number() {
         (",-20.00,-20.00,", ",20.00,-20.00,", "refunds are negative", 8),
         ("2024-01-15 10:16:02", "2024-01-15 10:16", "完成时间", 7),
         (",0.72,0.00,", ",abc,0.00,", "服务费", 7),
-        ("2024011522001400000000000002	,WE20240115000002	,", "	,WE20240115000002	,", "支付宝交易号", 7),
+        (
+            "2024011522001400000000000002	,WE20240115000002	,",
+            "	,WE20240115000002	,",
+            "支付宝交易号",
+            7,
+        ),
     ];
     for (from, to, reason, at) in cases {
         assert!(text.contains(from), "{from}");
@@ -306,13 +377,21 @@ fn bad_rows_are_refused_with_their_line_number() {
         }
     }
     let short = text.replacen(",0.72,0.00,3栋1202", ",0.72", 1);
-    assert!(matches!(settlement::parse(&gbk(&short)), Err(SettlementError::BadRow { line: 7, reason }) if reason.contains("fields")));
+    assert!(
+        matches!(settlement::parse(&gbk(&short)), Err(SettlementError::BadRow { line: 7, reason }) if reason.contains("fields"))
+    );
 }
 
 #[test]
 fn a_file_that_is_not_a_bill_is_refused() {
-    assert!(matches!(settlement::parse(b"hello"), Err(SettlementError::BadRow { line: 1, .. })));
-    assert!(matches!(settlement::parse(b""), Err(SettlementError::BadRow { line: 1, .. })));
+    assert!(matches!(
+        settlement::parse(b"hello"),
+        Err(SettlementError::BadRow { line: 1, .. })
+    ));
+    assert!(matches!(
+        settlement::parse(b""),
+        Err(SettlementError::BadRow { line: 1, .. })
+    ));
 }
 
 #[test]
@@ -356,13 +435,19 @@ fn a_large_bill_read_in_parallel_chunks_keeps_row_order_and_line_numbers() {
     assert!(text.len() > 9 << 20, "{}", text.len());
     let f = settlement::parse(&gbk(&text)).unwrap();
     assert_eq!(f.rows.len(), written.len());
-    assert!(f.rows.iter().zip(&written).all(|(r, w)| r.order_no == w.out_trade_no && r.time == w.finished));
+    assert!(f
+        .rows
+        .iter()
+        .zip(&written)
+        .all(|(r, w)| r.order_no == w.out_trade_no && r.time == w.finished));
 
     // A bad row far into the file is reported at its own line (row i is on line 6 + i).
     for i in [10, 22_500, 44_998] {
         let lines: Vec<&str> = text.split("\r\n").collect();
         let mut changed = lines.clone();
-        let bad = lines[5 + i].replacen(",交易\t,", ",冻结\t,", 1).replacen(",退款\t,", ",冻结\t,", 1);
+        let bad = lines[5 + i]
+            .replacen(",交易\t,", ",冻结\t,", 1)
+            .replacen(",退款\t,", ",冻结\t,", 1);
         changed[5 + i] = &bad;
         match settlement::parse(&gbk(&changed.join("\r\n"))).unwrap_err() {
             SettlementError::BadRow { line, .. } => assert_eq!(line, 6 + i, "row {i}"),

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use meterpay_gateways::alipay::cert::{cert_sn, root_cert_sn};
 use meterpay_gateways::alipay::signature::{
-    parse_notification, request_sign_content, split_response, verify_notification_params, verify_response,
-    ContentRule, NotifyParams,
+    parse_notification, request_sign_content, split_response, verify_notification_params, verify_response, ContentRule,
+    NotifyParams,
 };
 use meterpay_gateways::alipay::{inspect_notification, settlement, AlipayClient, AlipayConfig};
 use meterpay_gateways::crypto::{load_private_key, load_public_key};
@@ -26,7 +26,10 @@ fn shared(rel: &str, test: &str) -> Option<Vec<u8>> {
     match std::fs::read(&path) {
         Ok(b) => Some(b),
         Err(_) => {
-            eprintln!("!!! SKIPPED {test}: {} is absent (CI always has ../shared)", path.display());
+            eprintln!(
+                "!!! SKIPPED {test}: {} is absent (CI always has ../shared)",
+                path.display()
+            );
             None
         }
     }
@@ -46,7 +49,13 @@ fn form_of(params: &NotifyParams) -> Vec<u8> {
     params
         .pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", meterpay_gateways::alipay::signature::form_encode(k.as_bytes()), meterpay_gateways::alipay::signature::form_encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                meterpay_gateways::alipay::signature::form_encode(k.as_bytes()),
+                meterpay_gateways::alipay::signature::form_encode(v)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
         .into_bytes()
@@ -65,7 +74,16 @@ fn a1_the_real_trade_notification_verifies_only_without_sign_type() {
     // The same notification as Alipay POSTs it (form-encoded) verifies the same way, and reads
     // as a payment of 0.10 yuan.
     let body = form_of(&params);
-    let v = inspect_notification(A1_KEY.as_bytes(), None, IncomingNotification { headers: &[], body: &body }, now()).unwrap();
+    let v = inspect_notification(
+        A1_KEY.as_bytes(),
+        None,
+        IncomingNotification {
+            headers: &[],
+            body: &body,
+        },
+        now(),
+    )
+    .unwrap();
     assert_eq!(v.merchant_id, "2019073166072302");
     assert_eq!(v.event_id, "2019081500222155624068450559358070/TRADE_SUCCESS");
     match v.event {
@@ -89,14 +107,20 @@ fn a1_the_real_trade_notification_verifies_only_without_sign_type() {
     // Keeping sign_type in the content does not verify: the V1 rule is what makes it pass.
     let with_sign_type = params.sign_content(true);
     let sign = params.text("sign").unwrap();
-    assert!(key.verify_sha256_base64(&with_sign_type, &sign).is_err());
+    assert!(key.verify_sha256_base64(&with_sign_type, sign).is_err());
 }
 
 #[test]
 fn a1_the_other_notification_in_the_sdk_test_fails() {
     // "verify fail" in the same test file (app_id 2018121762595097), with the A1 key.
     let body = b"app_id=2018121762595097&auth_app_id=2018121762595097&buyer_id=2088512613526436&buyer_logon_id=152****6706&buyer_pay_amount=0.01&charset=utf-8&fund_bill_list=%5B%7B%22amount%22%3A%220.01%22%2C%22fundChannel%22%3A%22PCREDIT%22%7D%5D&gmt_create=2019-05-23+14%3A13%3A56&gmt_payment=2019-05-23+14%3A17%3A13&invoice_amount=0.01&notify_id=2019052300222141714026431019971405&notify_time=2019-05-23+14%3A17%3A14&notify_type=trade_status_sync&out_trade_no=tpxy23962362669658&point_amount=0.00&receipt_amount=0.01&seller_email=myapp%40alitest.com&seller_id=2088331578818800&sign=T946S2qyNFAXLhAaRgNMmatxH6SO3MyWYFnTamQOgW1iAcheL%2FZz%2BVoizwvEc6mTEwYewvvKS1wNkMQ1oEajMUHv9%2BcXQ9IFvU%2FqKS9Ktvw5xHvCaK0fj7LsVcQ7VxfyT3kSvXUDfKDP4cHSPuSZKwM2ybkzr53bIH9OUTpTQd2d3J0rbdf76OoUt%2BXF9vwqj7OVE7AGjH2HPWp842DgL%2FYVy4qeA9N2uFKRevT3YUskjaRxuI%2FE66reNjTMFhbjEqGLKvMcDD4BaQXnibq9ojAj60589fBwzKk3yWsVQmqGfksMQoheVMtZ3lAw4o2ty3TFngbVFFLwgx8FDpBZ9Q%3D%3D&sign_type=RSA2&subject=tpxy2222896485&total_amount=0.01&trade_no=111111112019052322001426431037869358&trade_status=TRADE_SUCCESS&version=1.0";
-    let err = inspect_notification(A1_KEY.as_bytes(), None, IncomingNotification { headers: &[], body }, now()).unwrap_err();
+    let err = inspect_notification(
+        A1_KEY.as_bytes(),
+        None,
+        IncomingNotification { headers: &[], body },
+        now(),
+    )
+    .unwrap_err();
     assert!(matches!(err, NotifyError::BadSignature(_)), "{err:?}");
 }
 
@@ -127,7 +151,12 @@ fn a2_body(service_code: &str) -> Vec<u8> {
     ];
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", meterpay_gateways::alipay::signature::form_encode(v.as_bytes())))
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                meterpay_gateways::alipay::signature::form_encode(v.as_bytes())
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
         .into_bytes()
@@ -135,22 +164,42 @@ fn a2_body(service_code: &str) -> Vec<u8> {
 
 #[test]
 fn a2_the_service_market_notification_verifies_only_with_sign_type() {
-    let Some(pem) = shared("vectors/alipay/alipay-sdk-nodejs-all_alipay-notify-sign-public-key-v2.pem", "a2") else {
+    let Some(pem) = shared(
+        "vectors/alipay/alipay-sdk-nodejs-all_alipay-notify-sign-public-key-v2.pem",
+        "a2",
+    ) else {
         return;
     };
     let key = load_public_key(&pem).unwrap();
     let params = parse_notification(&a2_body("58621634")).unwrap();
     assert_eq!(verify_notification_params(&params, &key).unwrap(), ContentRule::V2);
-    assert!(key
-        .verify_sha256_base64(&params.sign_content(false), &params.text("sign").unwrap())
-        .is_err(), "without sign_type it does not verify");
+    assert!(
+        key.verify_sha256_base64(&params.sign_content(false), params.text("sign").unwrap())
+            .is_err(),
+        "without sign_type it does not verify"
+    );
 
     let changed = parse_notification(&a2_body("58621634111")).unwrap();
-    assert!(matches!(verify_notification_params(&changed, &key), Err(NotifyError::BadSignature(_))));
+    assert!(matches!(
+        verify_notification_params(&changed, &key),
+        Err(NotifyError::BadSignature(_))
+    ));
 
     // It verifies, but it is not a trade notification, and says so.
-    let err = inspect_notification(&pem, None, IncomingNotification { headers: &[], body: &a2_body("58621634") }, now()).unwrap_err();
-    assert!(matches!(&err, NotifyError::Malformed(m) if m.contains("servicemarket_order_notify")), "{err:?}");
+    let err = inspect_notification(
+        &pem,
+        None,
+        IncomingNotification {
+            headers: &[],
+            body: &a2_body("58621634"),
+        },
+        now(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, NotifyError::Malformed(m) if m.contains("servicemarket_order_notify")),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -188,8 +237,14 @@ fn a3_the_sync_response_verifies_over_the_raw_node_text() {
 #[test]
 fn a4_certificate_mode_serial_numbers_match_the_sdk() {
     let (Some(app), Some(alipay), Some(root)) = (
-        shared("vectors/alipay/alipay-sdk-nodejs-all_appCertPublicKey_2021001161683774.crt", "a4"),
-        shared("vectors/alipay/alipay-sdk-nodejs-all_alipayCertPublicKey_RSA2.crt", "a4"),
+        shared(
+            "vectors/alipay/alipay-sdk-nodejs-all_appCertPublicKey_2021001161683774.crt",
+            "a4",
+        ),
+        shared(
+            "vectors/alipay/alipay-sdk-nodejs-all_alipayCertPublicKey_RSA2.crt",
+            "a4",
+        ),
         shared("vectors/alipay/alipay-sdk-nodejs-all_alipayRootCert.crt", "a4"),
     ) else {
         return;
@@ -202,7 +257,9 @@ fn a4_certificate_mode_serial_numbers_match_the_sdk() {
     );
     let key = meterpay_gateways::alipay::cert::cert_public_key(&alipay).unwrap();
     let spki = meterpay_gateways::crypto::b64(
-        &rsa::pkcs8::EncodePublicKey::to_public_key_der(key.inner()).unwrap().into_vec(),
+        &rsa::pkcs8::EncodePublicKey::to_public_key_der(key.inner())
+            .unwrap()
+            .into_vec(),
     );
     assert!(spki.starts_with("MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKC"), "{spki}");
 }
@@ -221,7 +278,9 @@ fn d1_the_client_signs_a_precreate_request_exactly_as_derived() {
     };
     let biz = r#"{"out_trade_no":"WE20240115000001","total_amount":"88.80","subject":"水费2024-01 3栋1201"}"#;
     // The request's timestamp is 2024-01-15 10:20:30 Beijing time.
-    let at = chrono::DateTime::parse_from_rfc3339("2024-01-15T10:20:30+08:00").unwrap().with_timezone(&chrono::Utc);
+    let at = chrono::DateTime::parse_from_rfc3339("2024-01-15T10:20:30+08:00")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     // The same key as PKCS#1 PEM, PKCS#8 PEM, and each as bare base64 without armour.
     let bare = |pem: &[u8]| -> Vec<u8> {
         String::from_utf8_lossy(pem)
@@ -231,7 +290,8 @@ fn d1_the_client_signs_a_precreate_request_exactly_as_derived() {
             .into_bytes()
     };
     for key in [pkcs1.clone(), pkcs8.clone(), bare(&pkcs1), bare(&pkcs8)] {
-        let client = AlipayClient::new(AlipayConfig::public_key_mode("2021000122671080", &key, &public).unwrap()).unwrap();
+        let client =
+            AlipayClient::new(AlipayConfig::public_key_mode("2021000122671080", &key, &public).unwrap()).unwrap();
         let params = client.signed_params(
             "alipay.trade.precreate",
             biz,
@@ -276,8 +336,14 @@ fn the_sample_trade_detail_parses_in_utf8_and_in_gbk() {
     assert_eq!(first_refund.gateway_txn_id, "2019091622001458860515315453");
     assert_eq!(first_refund.amount_fen, 1);
     assert_eq!(first_refund.fee, "0.00");
-    assert_eq!(first_refund.time.to_string(), "2019-09-16 10:56:48", "the refund's own time");
-    assert!(first_refund.original_line.starts_with("2019091622001458860515315453\t,service_1568601259302\t,退款"));
+    assert_eq!(
+        first_refund.time.to_string(),
+        "2019-09-16 10:56:48",
+        "the refund's own time"
+    );
+    assert!(first_refund
+        .original_line
+        .starts_with("2019091622001458860515315453\t,service_1568601259302\t,退款"));
     let last = a.rows.last().unwrap();
     assert_eq!(last.order_no, "qd_201909161844073417CB0wPzR");
     assert_eq!(last.refund_no, None);

@@ -35,7 +35,12 @@ pub fn root_cert_sn(bundle: &[u8]) -> Result<String, KeyError> {
     for (i, (_, der)) in der_blocks(bundle).into_iter().enumerate() {
         match x509_cert::Certificate::from_der(&der) {
             Ok(cert) => {
-                if cert.signature_algorithm().oid.to_string().starts_with(RSA_SIGNATURE_ARC) {
+                if cert
+                    .signature_algorithm()
+                    .oid
+                    .to_string()
+                    .starts_with(RSA_SIGNATURE_ARC)
+                {
                     sns.push(sn_of(&cert)?);
                 }
             }
@@ -79,7 +84,11 @@ pub fn sn_source(cert: &x509_cert::Certificate) -> Result<String, KeyError> {
         parts.push(format!("{name}={value}"));
     }
     parts.reverse();
-    Ok(format!("{}{}", parts.join(","), decimal(tbs.serial_number().as_bytes())))
+    Ok(format!(
+        "{}{}",
+        parts.join(","),
+        decimal(tbs.serial_number().as_bytes())
+    ))
 }
 
 fn sn_of(cert: &x509_cert::Certificate) -> Result<String, KeyError> {
@@ -200,8 +209,14 @@ mod tests {
     fn serial_numbers_are_written_in_base_10() {
         assert_eq!(decimal(&[0x00]), "0");
         assert_eq!(decimal(&[0x01, 0x00]), "256");
-        assert_eq!(decimal(&[0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), "18446744073709551615");
-        assert_eq!(decimal(&[0x6f, 0x2d, 0x1a, 0x0b, 0x3c, 0x4d, 0x5e, 0x6f]), "8011087947720646255");
+        assert_eq!(
+            decimal(&[0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            "18446744073709551615"
+        );
+        assert_eq!(
+            decimal(&[0x6f, 0x2d, 0x1a, 0x0b, 0x3c, 0x4d, 0x5e, 0x6f]),
+            "8011087947720646255"
+        );
     }
 
     #[test]

@@ -24,8 +24,8 @@ use super::signature::{form_encode, sign_request, split_response, verify_respons
 use super::transformers::{
     amount_from_wire, amount_to_wire, beijing_time, classify, parse_beijing_time, BillUrlBiz, BillUrlResponse,
     BrowserPayBiz, CloseResponse, Code, Common, PrecreateBiz, PrecreateResponse, QueryResponse, RefundBiz,
-    RefundQueryBiz, RefundQueryResponse, RefundResponse, RefundStatus, SubCode, TradeRefBiz, TradeStatus,
-    CODE_SUCCESS, PRODUCT_PAGE, PRODUCT_WAP,
+    RefundQueryBiz, RefundQueryResponse, RefundResponse, RefundStatus, SubCode, TradeRefBiz, TradeStatus, CODE_SUCCESS,
+    PRODUCT_PAGE, PRODUCT_WAP,
 };
 use super::{notify, settlement, AlipayConfig, AlipayKey};
 
@@ -157,7 +157,11 @@ impl AlipayClient {
             .filter(|(k, _)| !only_query_params || QUERY_PARAMS.contains(&k.as_str()))
             .map(|(k, v)| format!("{}={}", form_encode(k.as_bytes()), form_encode(v.as_bytes())))
             .collect();
-        let sep = if self.config.gateway_url.contains('?') { '&' } else { '?' };
+        let sep = if self.config.gateway_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!("{}{}{}", self.config.gateway_url, sep, query.join("&"))
     }
 
@@ -210,7 +214,9 @@ impl AlipayClient {
             }));
         }
         if !(200..300).contains(&status) {
-            return Err(GatewayError::Protocol(format!("{method}: Alipay answered HTTP {status}")));
+            return Err(GatewayError::Protocol(format!(
+                "{method}: Alipay answered HTTP {status}"
+            )));
         }
         self.read_answer(method, &bytes)
     }
@@ -220,8 +226,9 @@ impl AlipayClient {
         let raw = split_response(bytes, method)
             .map_err(|e| GatewayError::Protocol(format!("{method}: the answer could not be read: {e}")))?;
         let signed = self.check_signature(method, &raw)?;
-        let common: Common = serde_json::from_slice(raw.node)
-            .map_err(|e| GatewayError::Protocol(format!("{method}: the answer's {} is not readable: {e}", raw.node_key)))?;
+        let common: Common = serde_json::from_slice(raw.node).map_err(|e| {
+            GatewayError::Protocol(format!("{method}: the answer's {} is not readable: {e}", raw.node_key))
+        })?;
         if common.code == CODE_SUCCESS {
             if !signed {
                 return Err(GatewayError::Unverified(format!(
@@ -347,7 +354,10 @@ impl PaymentGateway for AlipayClient {
                     subject: req.subject.clone(),
                     time_expire,
                 };
-                match self.call::<PrecreateResponse>(METHOD_PRECREATE, &biz, Some(&req.notify_url)).await? {
+                match self
+                    .call::<PrecreateResponse>(METHOD_PRECREATE, &biz, Some(&req.notify_url))
+                    .await?
+                {
                     Answer::Ok(r) => {
                         same_order(&req.order_no, r.out_trade_no.as_deref())?;
                         let content = r
@@ -496,7 +506,10 @@ impl PaymentGateway for AlipayClient {
             out_request_no: refund.refund_no.clone(),
             query_options: vec!["gmt_refund_pay".into()],
         };
-        match self.call::<RefundQueryResponse>(METHOD_REFUND_QUERY, &biz, None).await? {
+        match self
+            .call::<RefundQueryResponse>(METHOD_REFUND_QUERY, &biz, None)
+            .await?
+        {
             Answer::Ok(r) => {
                 same_order(&refund.order_no, r.out_trade_no.as_deref())?;
                 let status = match r.refund_status.as_deref().filter(|s| !s.is_empty()) {
@@ -574,7 +587,12 @@ impl PaymentGateway for AlipayClient {
             Answer::Refused(r) => return Err(r.into_error(&format!("asking for the {day} bill"))),
         };
         // The link is short-lived and the file unsigned: fetch it at once.
-        let resp = self.http.get(&url).send().await.map_err(|e| transport(&url, "bill download", e))?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| transport(&url, "bill download", e))?;
         let status = resp.status().as_u16();
         if status >= 500 {
             return Err(GatewayError::Transport(TransportError::Status {

@@ -25,7 +25,10 @@ use super::transformers::{amount_from_wire, parse_beijing_time, TradeStatus};
 
 /// Verify a notification with the Alipay public key and read it. This is exactly what both
 /// [`super::AlipayClient`]'s `verify_notification` and [`super::inspect_notification`] do.
-pub fn verify_with_key(key: &PublicKey, notification: IncomingNotification<'_>) -> Result<VerifiedNotification, NotifyError> {
+pub fn verify_with_key(
+    key: &PublicKey,
+    notification: IncomingNotification<'_>,
+) -> Result<VerifiedNotification, NotifyError> {
     let params = parse_notification(notification.body)?;
     verify_notification_params(&params, key)?;
     read_event(&params)
@@ -75,7 +78,8 @@ pub fn read_event(params: &NotifyParams) -> Result<VerifiedNotification, NotifyE
     let trade_no = required(params, "trade_no")?;
 
     let out_biz_no = optional(params, "out_biz_no");
-    let is_refund = out_biz_no.is_some() || optional(params, "refund_fee").is_some() || optional(params, "gmt_refund").is_some();
+    let is_refund =
+        out_biz_no.is_some() || optional(params, "refund_fee").is_some() || optional(params, "gmt_refund").is_some();
     let (event, event_id) = if is_refund {
         // A refund without its own request number was made with the order number as that number.
         let refund_no = out_biz_no.clone().unwrap_or_else(|| order_no.clone());

@@ -197,9 +197,8 @@ fn entry_name(raw: &[u8]) -> String {
 
 /// The detail and summary entries of a bill zip.
 fn unzip(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SettlementError> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
-        SettlementError::Archive(format!("not a readable zip ({e}); is the download truncated?"))
-    })?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| SettlementError::Archive(format!("not a readable zip ({e}); is the download truncated?")))?;
     let mut detail = None;
     let mut summary = None;
     for i in 0..zip.len() {
@@ -215,7 +214,9 @@ fn unzip(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SettlementError> {
             continue;
         };
         if slot.is_some() {
-            return Err(SettlementError::Archive(format!("the zip holds two entries like {name:?}")));
+            return Err(SettlementError::Archive(format!(
+                "the zip holds two entries like {name:?}"
+            )));
         }
         let mut buf = Vec::with_capacity(f.size().min(MAX_ENTRY_BYTES) as usize);
         (&mut f)
@@ -227,12 +228,9 @@ fn unzip(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SettlementError> {
         }
         *slot = Some(buf);
     }
-    let detail = detail.ok_or_else(|| {
-        SettlementError::Archive(format!("the zip holds no *_{DETAIL_SUFFIX} entry"))
-    })?;
-    let summary = summary.ok_or_else(|| {
-        SettlementError::Archive(format!("the zip holds no *_{SUMMARY_SUFFIX} entry"))
-    })?;
+    let detail = detail.ok_or_else(|| SettlementError::Archive(format!("the zip holds no *_{DETAIL_SUFFIX} entry")))?;
+    let summary =
+        summary.ok_or_else(|| SettlementError::Archive(format!("the zip holds no *_{SUMMARY_SUFFIX} entry")))?;
     Ok((detail, summary))
 }
 
@@ -448,7 +446,9 @@ fn chunk_bounds(text: &str, n: usize) -> Vec<usize> {
     let mut counted = 0;
     for k in 1..n {
         let target = (text.len() * k / n).max(counted);
-        let Some(nl) = b[target..].iter().position(|&c| c == b'\n') else { break };
+        let Some(nl) = b[target..].iter().position(|&c| c == b'\n') else {
+            break;
+        };
         let at = target + nl + 1;
         quotes += b[counted..at].iter().filter(|&&c| c == b'"').count();
         counted = at;
@@ -552,7 +552,10 @@ fn read_row(
         fields.len()
     };
     if width_here != width {
-        return Err(bad(line, format!("{} fields where the header has {width}", fields.len())));
+        return Err(bad(
+            line,
+            format!("{} fields where the header has {width}", fields.len()),
+        ));
     }
     let f = |i: usize| fields[i].trim();
     let kind = match f(c.kind) {
@@ -577,7 +580,10 @@ fn read_row(
     match kind {
         RowKind::Payment if amount <= 0 => return Err(bad(line, format!("a 交易 row with 订单金额 {}", f(c.amount)))),
         RowKind::Refund if amount >= 0 => {
-            return Err(bad(line, format!("a 退款 row with 订单金额 {} (refunds are negative)", f(c.amount))))
+            return Err(bad(
+                line,
+                format!("a 退款 row with 订单金额 {} (refunds are negative)", f(c.amount)),
+            ))
         }
         _ => {}
     }
@@ -664,7 +670,11 @@ fn check_footer(footer: &str, first_line: usize, sums: &DetailSums) -> Result<()
                 format!("the rows end at {l:?} rather than the 业务明细列表结束 line"),
             ))
         }
-        None => return Err(SettlementError::Truncated("the 业务明细列表结束 line is missing".into())),
+        None => {
+            return Err(SettlementError::Truncated(
+                "the 业务明细列表结束 line is missing".into(),
+            ))
+        }
     }
     let mut trades = None;
     let mut refunds = None;
@@ -680,11 +690,13 @@ fn check_footer(footer: &str, first_line: usize, sums: &DetailSums) -> Result<()
     let check = |label: &str, line: &str, count: u64, received: i64, discount: i64| -> Result<(), SettlementError> {
         let n = numbers(line);
         if n.len() < 2 {
-            return Err(SettlementError::SummaryMismatch(format!("the {label} line {line:?} states no totals")));
+            return Err(SettlementError::SummaryMismatch(format!(
+                "the {label} line {line:?} states no totals"
+            )));
         }
-        let stated_count: u64 = n[0]
-            .parse()
-            .map_err(|_| SettlementError::SummaryMismatch(format!("the {label} line's count {:?} is not a number", n[0])))?;
+        let stated_count: u64 = n[0].parse().map_err(|_| {
+            SettlementError::SummaryMismatch(format!("the {label} line's count {:?} is not a number", n[0]))
+        })?;
         if stated_count != count {
             return Err(SettlementError::SummaryMismatch(format!(
                 "{label} states {stated_count} rows, the file holds {count}"
@@ -711,8 +723,20 @@ fn check_footer(footer: &str, first_line: usize, sums: &DetailSums) -> Result<()
         }
         Ok(())
     };
-    check("#交易合计", trades, sums.payments, sums.received_payments, sums.discount_payments)?;
-    check("#退款合计", refunds, sums.refunds, sums.received_refunds, sums.discount_refunds)?;
+    check(
+        "#交易合计",
+        trades,
+        sums.payments,
+        sums.received_payments,
+        sums.discount_payments,
+    )?;
+    check(
+        "#退款合计",
+        refunds,
+        sums.refunds,
+        sums.received_refunds,
+        sums.discount_refunds,
+    )?;
     Ok(())
 }
 
@@ -743,7 +767,10 @@ fn parse_summary(text: &str) -> Result<SummaryTotals, SettlementError> {
             .and_then(Result::ok)
             .ok_or_else(|| bad(line_no, "summary line is not readable as CSV"))?;
         let Some((_, at)) = &header else {
-            header = Some((line_no, map_columns(&rec, &SUMMARY_COLUMNS, &SUMMARY_REQUIRED, line_no)?));
+            header = Some((
+                line_no,
+                map_columns(&rec, &SUMMARY_COLUMNS, &SUMMARY_REQUIRED, line_no)?,
+            ));
             continue;
         };
         let f = |name: &str| col(&SUMMARY_COLUMNS, at, name).and_then(|i| rec.get(i)).map(str::trim);
@@ -841,7 +868,10 @@ pub struct BillRow {
 /// A bill's file names inside the zip: `<account>_<yyyyMMdd>_业务明细.csv` and the summary's.
 pub fn entry_names(account: &str, day: NaiveDate) -> (String, String) {
     let d = day.format("%Y%m%d");
-    (format!("{account}_{d}_{DETAIL_SUFFIX}"), format!("{account}_{d}_{SUMMARY_SUFFIX}"))
+    (
+        format!("{account}_{d}_{DETAIL_SUFFIX}"),
+        format!("{account}_{d}_{SUMMARY_SUFFIX}"),
+    )
 }
 
 fn csv_field(s: &str) -> Cow<'_, str> {
@@ -877,7 +907,8 @@ pub fn write_detail(account: &str, day: NaiveDate, rows: &[BillRow], exported_at
     preamble(&mut out, "支付宝业务明细查询", account, day, "业务明细列表");
     out.push_str(&DETAIL_COLUMNS.join(","));
     out.push_str("\r\n");
-    let (mut n_pay, mut n_ref, mut recv_pay, mut recv_ref, mut disc_pay, mut disc_ref) = (0u64, 0u64, 0i64, 0i64, 0i64, 0i64);
+    let (mut n_pay, mut n_ref, mut recv_pay, mut recv_ref, mut disc_pay, mut disc_ref) =
+        (0u64, 0u64, 0i64, 0i64, 0i64, 0i64);
     let t = |d: &NaiveDateTime| d.format("%Y-%m-%d %H:%M:%S").to_string();
     for r in rows {
         let kind = match r.kind {
@@ -992,7 +1023,14 @@ pub fn write_summary(account: &str, day: NaiveDate, rows: &[BillRow], exported_a
     for (id, acc) in &stores {
         line(&mut out, id, acc);
     }
-    line(&mut out, "合计", &Acc { name: String::new(), ..total });
+    line(
+        &mut out,
+        "合计",
+        &Acc {
+            name: String::new(),
+            ..total
+        },
+    );
     out.push_str("#-----------------------------------------业务汇总列表结束------------------------------------\r\n");
     let _ = write!(out, "#导出时间：[{}]\r\n", exported_at.format("%Y年%m月%d日 %H:%M:%S"));
     out
@@ -1073,8 +1111,14 @@ mod tests {
 
     #[test]
     fn footer_numbers_are_read_in_order() {
-        assert_eq!(numbers("#交易合计：6笔，商家实收共0.06元，商家优惠共0.00元"), vec!["6", "0.06", "0.00"]);
-        assert_eq!(numbers("#退款合计：4笔，商家实收退款共-0.04元，商家优惠退款共0.00元"), vec!["4", "-0.04", "0.00"]);
+        assert_eq!(
+            numbers("#交易合计：6笔，商家实收共0.06元，商家优惠共0.00元"),
+            vec!["6", "0.06", "0.00"]
+        );
+        assert_eq!(
+            numbers("#退款合计：4笔，商家实收退款共-0.04元，商家优惠退款共0.00元"),
+            vec!["4", "-0.04", "0.00"]
+        );
     }
 
     #[test]

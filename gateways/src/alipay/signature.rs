@@ -357,7 +357,10 @@ impl NotifyParams {
 
     /// A parameter's text.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().position(|(k, _)| k == name).map(|i| self.texts[i].as_str())
+        self.pairs
+            .iter()
+            .position(|(k, _)| k == name)
+            .map(|i| self.texts[i].as_str())
     }
 
     /// Every parameter as text, for audit.
@@ -424,21 +427,27 @@ pub fn parse_notification(body: &[u8]) -> Result<NotifyParams, NotifyError> {
     if raw_pairs.is_empty() {
         return Err(NotifyError::Malformed("the body holds no parameters".into()));
     }
-    let charset = declared_charset(raw_pairs.iter().find(|(k, _)| k == "charset").map(|(_, v)| v.as_slice()))?;
+    let charset = declared_charset(
+        raw_pairs
+            .iter()
+            .find(|(k, _)| k == "charset")
+            .map(|(_, v)| v.as_slice()),
+    )?;
     NotifyParams::new(raw_pairs, charset).map_err(NotifyError::Malformed)
 }
 
 fn declared_charset(raw: Option<&[u8]>) -> Result<Charset, NotifyError> {
     let raw = raw.ok_or_else(|| NotifyError::Malformed("the notification declares no charset".into()))?;
-    let label = std::str::from_utf8(raw).map_err(|_| NotifyError::Malformed("the charset parameter is not text".into()))?;
-    Charset::from_label(label).ok_or_else(|| {
-        NotifyError::Malformed(format!("unknown charset {label:?} (expected utf-8 or GBK)"))
-    })
+    let label =
+        std::str::from_utf8(raw).map_err(|_| NotifyError::Malformed("the charset parameter is not text".into()))?;
+    Charset::from_label(label)
+        .ok_or_else(|| NotifyError::Malformed(format!("unknown charset {label:?} (expected utf-8 or GBK)")))
 }
 
 fn parse_json_params(body: &[u8]) -> Result<NotifyParams, NotifyError> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| NotifyError::Malformed(format!("the body looks like JSON but is not an object of strings: {e}")))?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
+        NotifyError::Malformed(format!("the body looks like JSON but is not an object of strings: {e}"))
+    })?;
     let mut texts = Vec::with_capacity(map.len());
     for (k, v) in map {
         match v {
@@ -510,8 +519,16 @@ pub fn form_encode(bytes: &[u8]) -> String {
             b' ' => out.push('+'),
             _ => {
                 out.push('%');
-                out.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0').to_ascii_uppercase());
-                out.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0').to_ascii_uppercase());
+                out.push(
+                    char::from_digit((b >> 4) as u32, 16)
+                        .unwrap_or('0')
+                        .to_ascii_uppercase(),
+                );
+                out.push(
+                    char::from_digit((b & 15) as u32, 16)
+                        .unwrap_or('0')
+                        .to_ascii_uppercase(),
+                );
             }
         }
     }
@@ -520,7 +537,10 @@ pub fn form_encode(bytes: &[u8]) -> String {
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -579,7 +599,10 @@ mod tests {
             ("Zeta", "upper sorts first"),
             ("sign_type", "RSA2"),
         ]);
-        assert_eq!(c, "Zeta=upper sorts first&app_id=1&sign_type=RSA2&timestamp=2024-01-15 10:20:30");
+        assert_eq!(
+            c,
+            "Zeta=upper sorts first&app_id=1&sign_type=RSA2&timestamp=2024-01-15 10:20:30"
+        );
     }
 
     #[test]
@@ -606,7 +629,9 @@ mod tests {
     #[test]
     fn ambiguous_or_broken_answers_are_refused() {
         let twice = br#"{"alipay_trade_query_response":{"code":"10000"},"alipay_trade_query_response":{"code":"40004"},"sign":"x"}"#;
-        assert!(split_response(twice, "alipay.trade.query").unwrap_err().contains("more than one"));
+        assert!(split_response(twice, "alipay.trade.query")
+            .unwrap_err()
+            .contains("more than one"));
         assert!(split_response(br#"{"other_response":{}}"#, "alipay.trade.query").is_err());
         assert!(split_response(br#"{"alipay_trade_query_response":{"code":"1"#, "alipay.trade.query").is_err());
         assert!(split_response(b"<html>busy</html>", "alipay.trade.query").is_err());
@@ -615,9 +640,15 @@ mod tests {
 
     #[test]
     fn form_decoding_is_done_once_to_raw_bytes() {
-        assert_eq!(form_decode(b"a+b%2Bc%E6%B0%B4%zz%4"), b"a b+c\xE6\xB0\xB4%zz%4".to_vec());
+        assert_eq!(
+            form_decode(b"a+b%2Bc%E6%B0%B4%zz%4"),
+            b"a b+c\xE6\xB0\xB4%zz%4".to_vec()
+        );
         assert_eq!(form_encode("水 a+b/".as_bytes()), "%E6%B0%B4+a%2Bb%2F");
-        assert_eq!(form_decode(form_encode(b"\x00\xff &=%").as_bytes()), b"\x00\xff &=%".to_vec());
+        assert_eq!(
+            form_decode(form_encode(b"\x00\xff &=%").as_bytes()),
+            b"\x00\xff &=%".to_vec()
+        );
     }
 
     #[test]
@@ -626,12 +657,21 @@ mod tests {
         let p = parse_notification(gbk).unwrap();
         assert_eq!(p.charset, Charset::Gbk);
         assert_eq!(p.text("subject"), Some("水费"));
-        assert_eq!(p.raw("subject"), Some(&b"\xCB\xAE\xB7\xD1"[..]), "raw bytes kept for verification");
+        assert_eq!(
+            p.raw("subject"),
+            Some(&b"\xCB\xAE\xB7\xD1"[..]),
+            "raw bytes kept for verification"
+        );
         let bad = b"charset=utf-8&subject=%B7%D1";
         assert!(matches!(parse_notification(bad), Err(NotifyError::Malformed(m)) if m.contains("subject")));
         assert!(matches!(parse_notification(b"subject=x"), Err(NotifyError::Malformed(m)) if m.contains("charset")));
-        assert!(matches!(parse_notification(b"charset=utf-8&a=1&a=2"), Err(NotifyError::Malformed(m)) if m.contains("twice")));
-        assert!(matches!(parse_notification(b"charset=latin1"), Err(NotifyError::Malformed(_))));
+        assert!(
+            matches!(parse_notification(b"charset=utf-8&a=1&a=2"), Err(NotifyError::Malformed(m)) if m.contains("twice"))
+        );
+        assert!(matches!(
+            parse_notification(b"charset=latin1"),
+            Err(NotifyError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::outcome::{ErrorClass, PaymentState, RefundState};
 
 /// The smallest and largest amount Alipay accepts in one trade: 0.01 … 100,000,000.00 yuan.
 pub const MIN_FEN: i64 = 1;
-pub const MAX_FEN: i64 = 100_000_000_00;
+/// 100,000,000.00 yuan.
+pub const MAX_FEN: i64 = 10_000_000_000;
 
 /// Fen → the yuan string Alipay expects (`8880` → `"88.80"`), refusing what Alipay would refuse.
 pub fn amount_to_wire(fen: i64) -> Result<String, String> {
@@ -57,7 +58,10 @@ pub fn beijing_time(at: DateTime<Utc>) -> String {
 /// Alipay's `yyyy-MM-dd HH:mm:ss` (Beijing time) as a UTC instant.
 pub fn parse_beijing_time(text: &str) -> Option<DateTime<Utc>> {
     let naive = parse_naive_time(text)?;
-    cst().from_local_datetime(&naive).single().map(|d| d.with_timezone(&Utc))
+    cst()
+        .from_local_datetime(&naive)
+        .single()
+        .map(|d| d.with_timezone(&Utc))
 }
 
 /// `yyyy-MM-dd HH:mm:ss` as written (no zone). Hand-parsed: bill files hold millions of these.
@@ -507,8 +511,14 @@ mod tests {
 
     #[test]
     fn a_wire_amount_with_more_than_two_decimals_is_refused_not_rounded() {
-        assert_eq!(amount_from_wire("88.801"), Err(AmountError::TooPrecise("88.801".into())));
-        assert_eq!(amount_from_wire("88.800"), Err(AmountError::TooPrecise("88.800".into())));
+        assert_eq!(
+            amount_from_wire("88.801"),
+            Err(AmountError::TooPrecise("88.801".into()))
+        );
+        assert_eq!(
+            amount_from_wire("88.800"),
+            Err(AmountError::TooPrecise("88.800".into()))
+        );
         assert!(matches!(amount_from_wire("-1.00"), Err(AmountError::Negative(_))));
         assert_eq!(amount_from_wire_signed("-0.01", true), Ok(-1));
         assert_eq!(amount_from_wire("88.8"), Ok(8880));
@@ -526,10 +536,22 @@ mod tests {
 
     #[test]
     fn trade_statuses_map_to_our_states() {
-        assert_eq!(TradeStatus::parse("WAIT_BUYER_PAY").unwrap().payment_state(false), PaymentState::Pending);
-        assert_eq!(TradeStatus::parse("TRADE_SUCCESS").unwrap().payment_state(true), PaymentState::Paid);
-        assert_eq!(TradeStatus::parse("TRADE_FINISHED").unwrap().payment_state(true), PaymentState::Paid);
-        assert_eq!(TradeStatus::parse("TRADE_CLOSED").unwrap().payment_state(false), PaymentState::Closed);
+        assert_eq!(
+            TradeStatus::parse("WAIT_BUYER_PAY").unwrap().payment_state(false),
+            PaymentState::Pending
+        );
+        assert_eq!(
+            TradeStatus::parse("TRADE_SUCCESS").unwrap().payment_state(true),
+            PaymentState::Paid
+        );
+        assert_eq!(
+            TradeStatus::parse("TRADE_FINISHED").unwrap().payment_state(true),
+            PaymentState::Paid
+        );
+        assert_eq!(
+            TradeStatus::parse("TRADE_CLOSED").unwrap().payment_state(false),
+            PaymentState::Closed
+        );
         assert_eq!(
             TradeStatus::parse("TRADE_CLOSED").unwrap().payment_state(true),
             PaymentState::Refunded,
@@ -546,7 +568,11 @@ mod tests {
         let c = |code: &str, sub: Option<&str>| classify(&Code::parse(code), sub.map(SubCode::parse).as_ref());
         assert_eq!(c("40004", Some("ACQ.SYSTEM_ERROR")), ErrorClass::Retry);
         assert_eq!(c("40004", Some("aop.ACQ.SYSTEM_ERROR")), ErrorClass::Retry);
-        assert_eq!(c("20000", Some("isp.unknow-error")), ErrorClass::Retry, "unknown outcome: query");
+        assert_eq!(
+            c("20000", Some("isp.unknow-error")),
+            ErrorClass::Retry,
+            "unknown outcome: query"
+        );
         assert_eq!(c("20000", None), ErrorClass::Retry);
         assert_eq!(c("40004", Some("ACQ.TRADE_HAS_SUCCESS")), ErrorClass::AlreadyDone);
         assert_eq!(c("40004", Some("ACQ.TRADE_HAS_CLOSE")), ErrorClass::Failure);
@@ -559,11 +585,19 @@ mod tests {
         assert_eq!(c("40004", Some("ACQ.REASON_TRADE_BEEN_FREEZEN")), ErrorClass::Failure);
         assert_eq!(c("40002", Some("isv.invalid-signature")), ErrorClass::Failure);
         assert_eq!(c("40004", Some("isp.bill_not_exist")), ErrorClass::Retry);
-        assert_eq!(c("40004", Some("ACQ.SOMETHING_NEW")), ErrorClass::Failure, "unknown sub-code: its code decides");
+        assert_eq!(
+            c("40004", Some("ACQ.SOMETHING_NEW")),
+            ErrorClass::Failure,
+            "unknown sub-code: its code decides"
+        );
         assert_eq!(c("20001", None), ErrorClass::Failure);
         assert_eq!(c("40001", None), ErrorClass::Failure);
         assert_eq!(c("40006", None), ErrorClass::Failure);
-        assert_eq!(c("99999", None), ErrorClass::Failure, "unknown code: not retried blindly");
+        assert_eq!(
+            c("99999", None),
+            ErrorClass::Failure,
+            "unknown code: not retried blindly"
+        );
         assert_eq!(SubCode::parse("aop.ACQ.SYSTEM_ERROR").as_str(), "ACQ.SYSTEM_ERROR");
     }
 }

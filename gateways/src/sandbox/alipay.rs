@@ -45,15 +45,15 @@ use super::{
     SimRefundState, SimTxn,
 };
 use crate::alipay::client::{
-    METHOD_BILL_URL, METHOD_CLOSE, METHOD_PAGE_PAY, METHOD_PRECREATE, METHOD_QUERY, METHOD_REFUND,
-    METHOD_REFUND_QUERY, METHOD_WAP_PAY,
+    METHOD_BILL_URL, METHOD_CLOSE, METHOD_PAGE_PAY, METHOD_PRECREATE, METHOD_QUERY, METHOD_REFUND, METHOD_REFUND_QUERY,
+    METHOD_WAP_PAY,
 };
 use crate::alipay::settlement::{write_zip, BillRow};
 use crate::alipay::signature::{form_decode, form_encode, response_node_key, verify_request, Charset, SIGN_TYPE};
 use crate::alipay::transformers::{
     amount_from_wire, beijing_time, parse_beijing_time, BillUrlBiz, BillUrlResponse, BrowserPayBiz, CloseResponse,
     Common, PrecreateBiz, PrecreateResponse, QueryResponse, RefundBiz, RefundQueryBiz, RefundQueryResponse,
-    RefundResponse, TradeRefBiz,
+    RefundResponse, TradeRefBiz, MAX_FEN, MIN_FEN,
 };
 use crate::alipay::{cert, AlipayClient, AlipayConfig};
 use crate::amount::fen_to_yuan;
@@ -82,6 +82,9 @@ const TIMESTAMP_TOLERANCE_SECS: i64 = 15 * 60;
 /// How long a bill link works (wall clock).
 const BILL_LINK_SECS: i64 = 300;
 
+/// A bill link: (app id, bill day, when it was handed out).
+type BillLink = (String, NaiveDate, DateTime<Utc>);
+
 /// The sandbox's Alipay. Cheap to clone.
 #[derive(Clone)]
 pub struct AlipaySim {
@@ -92,7 +95,7 @@ struct SimInner {
     platform_key: PrivateKey,
     platform_cert_sn: String,
     root_cert_sn: String,
-    bill_links: Mutex<HashMap<String, (String, NaiveDate, DateTime<Utc>)>>,
+    bill_links: Mutex<HashMap<String, BillLink>>,
 }
 
 impl AlipaySim {
@@ -129,8 +132,14 @@ pub fn connect(sandbox: &Sandbox, merchant_id: &str, fee_rate_ppm: u32) -> Alipa
 pub fn connect_cert_mode(sandbox: &Sandbox, merchant_id: &str, fee_rate_ppm: u32) -> AlipayClient {
     let sn = cert::cert_sn(MERCHANT_APP_CERT).expect("the test merchant's app certificate has an SN");
     register(sandbox, merchant_id, fee_rate_ppm, Some(sn));
-    let config = AlipayConfig::certificate_mode(merchant_id, MERCHANT_PRIVATE_KEY, MERCHANT_APP_CERT, PLATFORM_CERT, ROOT_CERT)
-        .expect("the test merchant's certificates load");
+    let config = AlipayConfig::certificate_mode(
+        merchant_id,
+        MERCHANT_PRIVATE_KEY,
+        MERCHANT_APP_CERT,
+        PLATFORM_CERT,
+        ROOT_CERT,
+    )
+    .expect("the test merchant's certificates load");
     client_for(sandbox, config)
 }
 
@@ -159,7 +168,11 @@ fn client_for(sandbox: &Sandbox, config: AlipayConfig) -> AlipayClient {
 /// A partner id (`2088` + 12 digits) for an app id, when none is configured.
 fn pid_for(app_id: &str) -> String {
     let digits: String = app_id.chars().filter(char::is_ascii_digit).collect();
-    let tail = if digits.len() >= 12 { &digits[digits.len() - 12..] } else { &digits };
+    let tail = if digits.len() >= 12 {
+        &digits[digits.len() - 12..]
+    } else {
+        &digits
+    };
     format!("2088{tail:0>12}")
 }
 
@@ -176,7 +189,7 @@ enum Reply {
     /// A gateway-level refusal, unsigned.
     Unsigned(String),
     /// A browser flow: where to send the browser.
-    Browser(Response),
+    Browser(Box<Response>),
 }
 
 fn common(code: &str, sub_code: Option<&str>, sub_msg: Option<&str>) -> Common {
@@ -202,7 +215,9 @@ fn ok() -> Common {
 
 /// Alipay's JSON writes `/` as `\/`; the node is signed exactly as sent.
 fn node_text(value: &impl Serialize) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "{}".into()).replace('/', "\\/")
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "{}".into())
+        .replace('/', "\\/")
 }
 
 fn business(sub_code: &str, sub_msg: &str) -> Reply {
@@ -217,7 +232,7 @@ impl AlipaySim {
     fn answer(&self, method: Option<&str>, merchant: Option<&SimMerchant>, reply: Reply) -> Response {
         let key = method.map(response_node_key).unwrap_or_else(|| "error_response".into());
         let body = match reply {
-            Reply::Browser(r) => return r,
+            Reply::Browser(r) => return *r,
             Reply::Unsigned(node) => format!("{{\"{key}\":{node}}}"),
             Reply::Node(node) => {
                 let sign = self.inner.platform_key.sign_sha256_base64(node.as_bytes());
@@ -258,11 +273,21 @@ impl AlipaySim {
                 Charset::Gbk => encoding_rs::GB18030.decode_without_bom_handling(&v).0.into_owned(),
             };
             if params.iter().any(|(name, _)| *name == k) {
-                return self.answer(None, None, refusal("40002", "isv.invalid-parameter", &format!("参数{k}重复")));
+                return self.answer(
+                    None,
+                    None,
+                    refusal("40002", "isv.invalid-parameter", &format!("参数{k}重复")),
+                );
             }
             params.push((k, value));
         }
-        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
         let Some(method) = get("method").map(str::to_string) else {
             return self.answer(None, None, refusal("40001", "isv.missing-method", "缺少方法名参数"));
         };
@@ -292,8 +317,20 @@ impl AlipaySim {
         }
         match get("sign_type") {
             Some(SIGN_TYPE) => {}
-            None => return self.answer(m, mm, refusal("40001", "isv.missing-signature-type", "缺少签名类型参数")),
-            Some(_) => return self.answer(m, mm, refusal("40002", "isv.invalid-signature-type", "无效的签名类型参数")),
+            None => {
+                return self.answer(
+                    m,
+                    mm,
+                    refusal("40001", "isv.missing-signature-type", "缺少签名类型参数"),
+                )
+            }
+            Some(_) => {
+                return self.answer(
+                    m,
+                    mm,
+                    refusal("40002", "isv.invalid-signature-type", "无效的签名类型参数"),
+                )
+            }
         }
         let fresh = get("timestamp")
             .and_then(parse_beijing_time)
@@ -305,21 +342,45 @@ impl AlipaySim {
             return self.answer(
                 m,
                 mm,
-                refusal("40002", "isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配"),
+                refusal(
+                    "40002",
+                    "isv.invalid-signature",
+                    "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配",
+                ),
             );
         }
         if let Some(sn) = merchant.extra.get("app_cert_sn") {
             if get("app_cert_sn") != Some(sn.as_str()) {
-                return self.answer(m, mm, refusal("40002", "isv.app-cert-sn-mismatch", "应用公钥证书序列号不匹配"));
+                return self.answer(
+                    m,
+                    mm,
+                    refusal("40002", "isv.app-cert-sn-mismatch", "应用公钥证书序列号不匹配"),
+                );
             }
             if get("alipay_root_cert_sn") != Some(self.inner.root_cert_sn.as_str()) {
-                return self.answer(m, mm, refusal("40002", "isv.alipay-root-cert-sn-mismatch", "支付宝根证书序列号不匹配"));
+                return self.answer(
+                    m,
+                    mm,
+                    refusal("40002", "isv.alipay-root-cert-sn-mismatch", "支付宝根证书序列号不匹配"),
+                );
             }
         }
         let biz: serde_json::Value = match get("biz_content").map(serde_json::from_str) {
             Some(Ok(v)) => v,
-            Some(Err(_)) => return self.answer(m, mm, refusal("40002", "isv.invalid-biz-content", "biz_content不是合法的JSON")),
-            None => return self.answer(m, mm, refusal("40001", "isv.missing-biz-content", "缺少biz_content参数")),
+            Some(Err(_)) => {
+                return self.answer(
+                    m,
+                    mm,
+                    refusal("40002", "isv.invalid-biz-content", "biz_content不是合法的JSON"),
+                )
+            }
+            None => {
+                return self.answer(
+                    m,
+                    mm,
+                    refusal("40001", "isv.missing-biz-content", "缺少biz_content参数"),
+                )
+            }
         };
         let ctx = Call {
             sb: &sb,
@@ -330,7 +391,9 @@ impl AlipaySim {
         };
         let reply = match method.as_str() {
             METHOD_PRECREATE => parse_biz(biz).map_or_else(|r| r, |b| self.precreate(&ctx, b)),
-            METHOD_PAGE_PAY | METHOD_WAP_PAY => parse_biz(biz).map_or_else(|r| r, |b| self.browser_pay(&ctx, &method, b)),
+            METHOD_PAGE_PAY | METHOD_WAP_PAY => {
+                parse_biz(biz).map_or_else(|r| r, |b| self.browser_pay(&ctx, &method, b))
+            }
             METHOD_QUERY => parse_biz(biz).map_or_else(|r| r, |b| self.query(&ctx, b)),
             METHOD_CLOSE => parse_biz(biz).map_or_else(|r| r, |b| self.close(&ctx, b)),
             METHOD_REFUND => parse_biz(biz).map_or_else(|r| r, |b| self.refund(&ctx, b)),
@@ -372,6 +435,7 @@ fn masked_buyer() -> String {
 }
 
 impl AlipaySim {
+    #[allow(clippy::too_many_arguments)]
     fn new_order(
         &self,
         ctx: &Call<'_>,
@@ -386,12 +450,14 @@ impl AlipaySim {
             return Err(business("ACQ.INVALID_PARAMETER", "out_trade_no无效"));
         }
         let amount_fen = match amount_from_wire(total_amount) {
-            Ok(f) if (1..=100_000_000_00).contains(&f) => f,
+            Ok(f) if (MIN_FEN..=MAX_FEN).contains(&f) => f,
             _ => return Err(business("ACQ.INVALID_PARAMETER", "total_amount无效")),
         };
         let expires_at = match time_expire {
             None => None,
-            Some(t) => Some(parse_beijing_time(t).ok_or_else(|| business("ACQ.INVALID_PARAMETER", "time_expire格式错误"))?),
+            Some(t) => {
+                Some(parse_beijing_time(t).ok_or_else(|| business("ACQ.INVALID_PARAMETER", "time_expire格式错误"))?)
+            }
         };
         let mut extra = HashMap::new();
         extra.insert("scanned".to_string(), scanned.to_string());
@@ -416,9 +482,11 @@ impl AlipaySim {
         match ctx.sb.create_order(order) {
             Ok(o) => {
                 if scanned {
-                    let _ = ctx.sb.update_order_extra(Channel::Alipay, &o.merchant_id, &o.order_no, |e| {
-                        e.insert("scanned".into(), "true".into());
-                    });
+                    let _ = ctx
+                        .sb
+                        .update_order_extra(Channel::Alipay, &o.merchant_id, &o.order_no, |e| {
+                            e.insert("scanned".into(), "true".into());
+                        });
                 }
                 Ok(o)
             }
@@ -430,11 +498,24 @@ impl AlipaySim {
     }
 
     fn precreate(&self, ctx: &Call<'_>, b: PrecreateBiz) -> Reply {
-        match self.new_order(ctx, &b.out_trade_no, &b.total_amount, &b.subject, b.time_expire.as_deref(), PayMethod::Qr, false) {
+        match self.new_order(
+            ctx,
+            &b.out_trade_no,
+            &b.total_amount,
+            &b.subject,
+            b.time_expire.as_deref(),
+            PayMethod::Qr,
+            false,
+        ) {
             Ok(o) => Reply::Node(node_text(&PrecreateResponse {
                 common: ok(),
                 out_trade_no: Some(o.order_no.clone()),
-                qr_code: Some(format!("{}/alipay/qr/{}/{}", ctx.sb.base_url(), o.merchant_id, o.order_no)),
+                qr_code: Some(format!(
+                    "{}/alipay/qr/{}/{}",
+                    ctx.sb.base_url(),
+                    o.merchant_id,
+                    o.order_no
+                )),
             })),
             Err(r) => r,
         }
@@ -449,9 +530,17 @@ impl AlipaySim {
         let result = if b.product_code != want {
             Err(business("ACQ.INVALID_PARAMETER", "product_code无效"))
         } else {
-            self.new_order(ctx, &b.out_trade_no, &b.total_amount, &b.subject, b.time_expire.as_deref(), pay_method, true)
+            self.new_order(
+                ctx,
+                &b.out_trade_no,
+                &b.total_amount,
+                &b.subject,
+                b.time_expire.as_deref(),
+                pay_method,
+                true,
+            )
         };
-        Reply::Browser(match result {
+        Reply::Browser(Box::new(match result {
             Ok(o) => Redirect::to(&format!(
                 "{}/sandbox/wallet/alipay/{}/{}",
                 ctx.sb.base_url(),
@@ -467,8 +556,8 @@ impl AlipaySim {
                 )),
             )
                 .into_response(),
-            Err(Reply::Browser(r)) => r,
-        })
+            Err(Reply::Browser(r)) => *r,
+        }))
     }
 
     fn order_of(&self, ctx: &Call<'_>, out_trade_no: &str) -> Option<SimOrder> {
@@ -532,7 +621,11 @@ impl AlipaySim {
         let Ok(amount_fen) = amount_from_wire(&b.refund_amount) else {
             return business("ACQ.INVALID_PARAMETER", "refund_amount无效");
         };
-        let refund_no = b.out_request_no.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| o.order_no.clone());
+        let refund_no = b
+            .out_request_no
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| o.order_no.clone());
         let answer = |o: &SimOrder, fund_change: &str, at: Option<DateTime<Utc>>| {
             Reply::Node(node_text(&RefundResponse {
                 common: ok(),
@@ -552,7 +645,16 @@ impl AlipaySim {
             };
         }
         let reason = b.refund_reason.clone().unwrap_or_default();
-        match ctx.sb.refund(Channel::Alipay, &o.merchant_id, &o.order_no, &refund_no, amount_fen, &reason, None, true) {
+        match ctx.sb.refund(
+            Channel::Alipay,
+            &o.merchant_id,
+            &o.order_no,
+            &refund_no,
+            amount_fen,
+            &reason,
+            None,
+            true,
+        ) {
             Ok(r) => {
                 let after = self.order_of(ctx, &o.order_no).unwrap_or(o);
                 answer(&after, "Y", r.refunded_at)
@@ -591,7 +693,11 @@ impl AlipaySim {
                 total_amount: Some(fen_to_yuan(o.amount_fen)),
                 refund_amount: Some(fen_to_yuan(r.amount_fen)),
                 refund_status: Some("REFUND_SUCCESS".into()),
-                gmt_refund_pay: if with_time { r.refunded_at.map(beijing_time) } else { None },
+                gmt_refund_pay: if with_time {
+                    r.refunded_at.map(beijing_time)
+                } else {
+                    None
+                },
             },
         }))
     }
@@ -626,14 +732,9 @@ impl AlipaySim {
         if let Some(r) = sb.injected_api_fault().await {
             return r;
         }
-        let link = token.and_then(|t| {
-            self.inner
-                .bill_links
-                .lock()
-                .ok()
-                .and_then(|l| l.get(&t).cloned())
-        });
-        let Some((merchant_id, day, at)) = link.filter(|(_, _, at)| (Utc::now() - *at).num_seconds() <= BILL_LINK_SECS) else {
+        let link = token.and_then(|t| self.inner.bill_links.lock().ok().and_then(|l| l.get(&t).cloned()));
+        let Some((merchant_id, day, at)) = link.filter(|(_, _, at)| (Utc::now() - *at).num_seconds() <= BILL_LINK_SECS)
+        else {
             return (StatusCode::NOT_FOUND, "the bill link is unknown or has expired").into_response();
         };
         let _ = at;
@@ -644,7 +745,11 @@ impl AlipaySim {
                     (header::CONTENT_TYPE, "application/oct-stream".to_string()),
                     (
                         header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{}_{}.csv.zip\"", merchant_id, day.format("%Y%m%d")),
+                        format!(
+                            "attachment; filename=\"{}_{}.csv.zip\"",
+                            merchant_id,
+                            day.format("%Y%m%d")
+                        ),
                     ),
                 ],
                 bytes,
@@ -676,7 +781,9 @@ impl AlipaySim {
         trade_status: &str,
         refund: Option<&SimRefund>,
     ) -> Option<OutgoingNotification> {
-        let url = refund.and_then(|r| r.notify_url.clone()).unwrap_or_else(|| order.notify_url.clone());
+        let url = refund
+            .and_then(|r| r.notify_url.clone())
+            .unwrap_or_else(|| order.notify_url.clone());
         if url.is_empty() {
             return None;
         }
@@ -688,7 +795,11 @@ impl AlipaySim {
         let now = sb.now();
         let total = fen_to_yuan(order.amount_fen);
         let pid = merchant_pid(merchant);
-        let notify_id = format!("{}0022{:024}", now.with_timezone(&cst()).format("%Y%m%d"), sb.next_seq());
+        let notify_id = format!(
+            "{}0022{:024}",
+            now.with_timezone(&cst()).format("%Y%m%d"),
+            sb.next_seq()
+        );
         let mut p: Vec<(&str, String)> = vec![
             ("gmt_create", beijing_time(order.created_at)),
             ("charset", charset.label().to_string()),
@@ -697,7 +808,10 @@ impl AlipaySim {
             ("buyer_id", "2088102000000001".into()),
             ("invoice_amount", total.clone()),
             ("notify_id", notify_id),
-            ("fund_bill_list", format!("[{{\"amount\":\"{total}\",\"fundChannel\":\"ALIPAYACCOUNT\"}}]")),
+            (
+                "fund_bill_list",
+                format!("[{{\"amount\":\"{total}\",\"fundChannel\":\"ALIPAYACCOUNT\"}}]"),
+            ),
             ("notify_type", "trade_status_sync".into()),
             ("trade_status", trade_status.into()),
             ("receipt_amount", total.clone()),
@@ -724,7 +838,10 @@ impl AlipaySim {
             p.push(("out_biz_no", r.refund_no.clone()));
             p.push(("refund_fee", fen_to_yuan(succeeded_refunds(order))));
             let at = r.refunded_at.unwrap_or(now);
-            p.push(("gmt_refund", format!("{}.{:03}", beijing_time(at), at.timestamp_subsec_millis())));
+            p.push((
+                "gmt_refund",
+                format!("{}.{:03}", beijing_time(at), at.timestamp_subsec_millis()),
+            ));
             if trade_status == "TRADE_CLOSED" {
                 p.push(("gmt_close", beijing_time(at)));
             }
@@ -749,10 +866,7 @@ impl AlipaySim {
             content.extend_from_slice(v);
         }
         let sign = self.inner.platform_key.sign_sha256_base64(&content);
-        let mut body: Vec<String> = encoded
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-            .collect();
+        let mut body: Vec<String> = encoded.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect();
         body.push(format!("sign={}", form_encode(sign.as_bytes())));
         Some(OutgoingNotification {
             channel: Channel::Alipay,
@@ -787,24 +901,39 @@ impl GatewaySim for AlipaySim {
             .route("/alipay/qr/{merchant}/{order_no}", get(scan))
             .route(
                 "/alipay/bill/download",
-                get(move |State(sb): State<Sandbox>, Query(q): Query<HashMap<String, String>>| {
-                    let bill = bill.clone();
-                    async move { bill.bill_download(sb, q.get("token").cloned()).await }
-                }),
+                get(
+                    move |State(sb): State<Sandbox>, Query(q): Query<HashMap<String, String>>| {
+                        let bill = bill.clone();
+                        async move { bill.bill_download(sb, q.get("token").cloned()).await }
+                    },
+                ),
             )
     }
 
     fn new_txn_id(&self, sandbox: &Sandbox, _order: &SimOrder) -> String {
         // 28 digits: yyyyMMdd, "22", 18 digits.
-        format!("{}22{:018}", sandbox.now().with_timezone(&cst()).format("%Y%m%d"), sandbox.next_seq())
+        format!(
+            "{}22{:018}",
+            sandbox.now().with_timezone(&cst()).format("%Y%m%d"),
+            sandbox.next_seq()
+        )
     }
 
     fn new_refund_id(&self, sandbox: &Sandbox, _order: &SimOrder) -> String {
         // Alipay names refunds by the merchant's out_request_no; this id stays inside the sandbox.
-        format!("R{}{:018}", sandbox.now().with_timezone(&cst()).format("%Y%m%d"), sandbox.next_seq())
+        format!(
+            "R{}{:018}",
+            sandbox.now().with_timezone(&cst()).format("%Y%m%d"),
+            sandbox.next_seq()
+        )
     }
 
-    fn payment_notification(&self, sandbox: &Sandbox, merchant: &SimMerchant, order: &SimOrder) -> Option<OutgoingNotification> {
+    fn payment_notification(
+        &self,
+        sandbox: &Sandbox,
+        merchant: &SimMerchant,
+        order: &SimOrder,
+    ) -> Option<OutgoingNotification> {
         self.notification(sandbox, merchant, order, "TRADE_SUCCESS", None)
     }
 
@@ -876,11 +1005,7 @@ impl GatewaySim for AlipaySim {
                 }
             })
             .collect();
-        let exported = day
-            .succ_opt()
-            .unwrap_or(day)
-            .and_hms_opt(5, 46, 49)
-            .unwrap_or_default();
+        let exported = day.succ_opt().unwrap_or(day).and_hms_opt(5, 46, 49).unwrap_or_default();
         write_zip(&format!("{}0156", merchant_pid(merchant)), day, &rows, exported)
     }
 }
