@@ -20,6 +20,7 @@
 //! [`FilePlant`] deliberately plants a difference.
 
 pub mod unionpay;
+pub mod alipay;
 pub mod wallet;
 pub mod wechatpay;
 
