@@ -19,8 +19,8 @@
 //! [`SimTxn`] and lands in exactly one day's settlement file (China Standard Time day), unless a
 //! [`FilePlant`] deliberately plants a difference.
 
-pub mod unionpay;
 pub mod alipay;
+pub mod unionpay;
 pub mod wallet;
 pub mod wechatpay;
 
