@@ -53,6 +53,25 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Gateway notifications: verify a captured one (for a disputed callback).
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+    /// Gateway settlement files: parse one (for a disputed file).
+    Settlement {
+        #[command(subcommand)]
+        command: SettlementCommand,
+    },
+    /// Serve the gateway sandbox (Alipay, WeChat Pay v3, UnionPay server side) on its own.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Divide the gateways' notification retry delays by this.
+        #[arg(long, default_value_t = 1)]
+        time_scale: u32,
+    },
     /// Set up the demo community in the embedded database (idempotently) and serve it.
     Demo {
         /// Address to listen on (overrides http.listen).
@@ -62,6 +81,45 @@ enum Command {
         #[arg(long)]
         no_serve: bool,
         /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NotifyCommand {
+    /// Verify a captured notification with the gateway's key; print its verified fields as JSON
+    /// (exit 0), or exactly why it does not verify (exit 1).
+    Verify {
+        #[arg(long)]
+        channel: meterpay_gateways::gateway::Channel,
+        /// The gateway's public key or certificate, in any form it hands out (PEM or not, PKCS#1,
+        /// SPKI, X.509). Repeat for UnionPay's root and middle certificates.
+        #[arg(long = "gateway-key", required = true)]
+        gateway_key: Vec<PathBuf>,
+        /// WeChat Pay: a file holding the merchant's APIv3 key (decrypts the resource).
+        #[arg(long)]
+        apiv3_key: Option<PathBuf>,
+        /// Captured headers, one `Name: value` per line (WeChat Pay signs with headers).
+        #[arg(long)]
+        headers: Option<PathBuf>,
+        /// The exact body bytes received.
+        #[arg(long)]
+        body: PathBuf,
+        /// Verify as of this time (RFC 3339), e.g. when the notification was received; default now.
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SettlementCommand {
+    /// Parse a settlement file; print its rows and totals (exit 0) or exactly why it is refused (exit 1).
+    Parse {
+        #[arg(long)]
+        channel: meterpay_gateways::gateway::Channel,
+        file: PathBuf,
+        /// Print one JSON document {"rows": [...], "totals": {...}, "file_sha256": "..."}.
         #[arg(long)]
         json: bool,
     },
@@ -235,6 +293,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let outcome = users_command(&store, command).await;
             store.close().await;
             outcome
+        }
+        Command::Notify {
+            command:
+                NotifyCommand::Verify {
+                    channel,
+                    gateway_key,
+                    apiv3_key,
+                    headers,
+                    body,
+                    at,
+                },
+        } => {
+            let out = meterpay::tools::notify_verify(&meterpay::tools::NotifyVerifyArgs {
+                channel,
+                gateway_keys: gateway_key,
+                apiv3_key,
+                headers,
+                body,
+                at,
+            })?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Settlement {
+            command: SettlementCommand::Parse { channel, file, json },
+        } => {
+            let parsed = meterpay::tools::settlement_parse(channel, &file)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&meterpay::tools::settlement_json(&parsed))?
+                );
+            } else {
+                print!("{}", meterpay::tools::settlement_text(&parsed));
+            }
+            Ok(())
+        }
+        Command::Sandbox { listen, time_scale } => {
+            meterpay::telemetry::init(&config.log);
+            let sandbox = meterpay::tools::sandbox_with_all_gateways(time_scale);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the sandbox to {listen}"))?;
+            let handle = sandbox.serve(listener);
+            println!(
+                "gateway sandbox serving on {} (wallet: {}/sandbox/wallet); stop with Ctrl-C",
+                sandbox.base_url(),
+                sandbox.base_url()
+            );
+            startup::shutdown_signal().await;
+            handle.abort();
+            Ok(())
         }
         Command::Demo { listen, no_serve, json } => {
             if let Some(addr) = listen {

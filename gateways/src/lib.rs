@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod gateway;
 pub mod outcome;
 pub mod settlement;
+pub mod tools;
 pub mod unionpay;
 pub mod wechatpay;
 
