@@ -1,1 +1,6 @@
-//! Arrears reminders (dunning).
+//! Arrears reminders (dunning). See the README section "Reminders" for the rules.
+//!
+//! - [`sms`]: the two SMS providers' clients and signatures.
+//! - [`sandbox`]: the sandbox SMS provider (both providers' server side).
+pub mod sandbox;
+pub mod sms;
