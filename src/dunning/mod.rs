@@ -2,5 +2,7 @@
 //!
 //! - [`sms`]: the two SMS providers' clients and signatures.
 //! - [`sandbox`]: the sandbox SMS provider (both providers' server side).
+pub mod policy;
 pub mod sandbox;
 pub mod sms;
+pub mod templates;
