@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod readings;
+pub mod reminders;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(readings::router())
+        .merge(reminders::router())
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(CatchPanicLayer::custom(error::panic_response))

@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
 pub mod readings;
+pub mod reminders;
 
 use std::path::Path;
 use std::str::FromStr;
