@@ -98,6 +98,9 @@ pub struct SentEmail {
 pub struct EmailSender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// A bound on the whole conversation: lettre's own timeout covers each command, but not a
+    /// server that never sends its greeting.
+    overall: Duration,
 }
 
 impl std::fmt::Debug for EmailSender {
@@ -139,6 +142,7 @@ impl EmailSender {
         Ok(EmailSender {
             transport: builder.build(),
             from,
+            overall: s.timeout * 3,
         })
     }
 
@@ -206,7 +210,14 @@ impl EmailSender {
     /// Send once.
     pub async fn send(&self, mail: &OutgoingEmail) -> Result<SentEmail, EmailError> {
         let (msg, message_id) = self.build(mail)?;
-        match self.transport.send(msg).await {
+        let sent = tokio::time::timeout(self.overall, self.transport.send(msg)).await;
+        let Ok(sent) = sent else {
+            return Err(EmailError::Transient(format!(
+                "the SMTP conversation did not finish within {} s",
+                self.overall.as_secs()
+            )));
+        };
+        match sent {
             Ok(resp) => Ok(SentEmail {
                 message_id,
                 reply: resp.message().collect::<Vec<_>>().join(" "),

@@ -350,3 +350,85 @@ async fn an_email_reminder_reaches_the_server_with_the_summary_and_links_and_its
     assert_eq!(app.client.post(&bad).send().await.unwrap().status(), 400);
     app.stop().await.unwrap();
 }
+
+/// An implicit-TLS front (as on port 465) for a plain mailin server: TLS from the first byte,
+/// terminated with our test certificate, the SMTP conversation relayed as it is.
+async fn implicit_tls_front(plain_port: u16) -> u16 {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_pem = std::fs::read(fixture("localhost.crt")).unwrap();
+    let key_pem = std::fs::read(fixture("localhost.key")).unwrap();
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..]).unwrap().unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", plain_port)).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn implicit_tls_is_spoken_from_the_first_byte() {
+    install_crypto();
+    let inbox = Arc::new(Mutex::new(Vec::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_port = listener.local_addr().unwrap().port();
+    let mut server = Server::new(Collector {
+        inbox: inbox.clone(),
+        current: None,
+    });
+    server
+        .with_name("localhost")
+        .with_num_threads(2)
+        .with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        let _ = server.serve();
+    });
+    let port = implicit_tls_front(plain_port).await;
+    let mut s = settings(port, "unused");
+    s.security = SmtpSecurity::Tls;
+    s.username = None;
+    s.password = None;
+    let mail = OutgoingEmail {
+        to: vec!["resident@example.cn".into()],
+        subject: "implicit TLS".into(),
+        text: "hello".into(),
+        ..Default::default()
+    };
+    EmailSender::new(&s)
+        .unwrap()
+        .send(&mail)
+        .await
+        .expect("sent over implicit TLS");
+    let got = inbox.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        MessageParser::default().parse(&got[0].data).unwrap().subject(),
+        Some("implicit TLS")
+    );
+    // Plain SMTP to the TLS port gets no greeting (the server waits for a TLS hello): it fails
+    // or stalls until the overall timeout, and nothing goes out in clear.
+    s.security = SmtpSecurity::None;
+    s.timeout = StdDuration::from_millis(500);
+    let plain = EmailSender::new(&s).unwrap().send(&mail).await;
+    assert!(matches!(plain, Err(EmailError::Transient(_))), "{plain:?}");
+    assert_eq!(inbox.lock().unwrap().len(), 1);
+}
