@@ -754,17 +754,6 @@ pub async fn link_signer(store: &Store, config: &Config, now: DateTime<Utc>) -> 
     LinkSigner::new(secret, &config.http.public_base_url).map_err(anyhow::Error::msg)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recipients_are_masked_in_logs() {
-        assert_eq!(mask_recipient("13812345678"), "138****5678");
-        assert_eq!(mask_recipient("resident@example.cn"), "r***@example.cn");
-    }
-}
-
 /// The policy's history from stored outbox rows (a household's): one [`super::policy::SentStep`]
 /// per bill and step a row recorded. Failed rows count too (the step was attempted: the policy
 /// moves on to the next channel rather than trying the same one again); cancelled rows do not.
@@ -800,4 +789,15 @@ pub fn history_from_rows(rows: &[ReminderRow]) -> Vec<super::policy::SentStep> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_masked_in_logs() {
+        assert_eq!(mask_recipient("13812345678"), "138****5678");
+        assert_eq!(mask_recipient("resident@example.cn"), "r***@example.cn");
+    }
 }

@@ -600,8 +600,7 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
             let Some((step, _)) = policy
                 .schedule(b, account.credit_rating, account.auto_debit)
                 .into_iter()
-                .filter(|(_, d)| *d <= today)
-                .last()
+                .rfind(|(_, d)| *d <= today)
             else {
                 continue;
             };

@@ -156,6 +156,16 @@ const COLS: &str =
 /// The task kind that delivers one outbox message; its payload is `{"outbox_id": N}`.
 pub const SEND_TASK: &str = "reminder.send";
 
+/// How an outcome is written: attempt outcome, message status, message id, delivery, code, message.
+type OutcomeColumns<'a> = (
+    &'a str,
+    &'a str,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 impl Store {
     /// Put a message in the outbox and its delivery task in the queue, in one transaction. A
     /// message with the same dedupe key is not added again (nobody gets the same step twice).
@@ -320,14 +330,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let what = "recording a reminder attempt's outcome";
-        let (attempt_outcome, status, message_id, delivery, code, message): (
-            &str,
-            &str,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = match outcome {
+        let (attempt_outcome, status, message_id, delivery, code, message): OutcomeColumns<'_> = match outcome {
             AttemptOutcome::Accepted { message_id, delivery } => {
                 let status = match delivery.as_deref() {
                     Some("delivered") => "delivered",
