@@ -26,6 +26,10 @@ pub struct Config {
     pub log: LogConfig,
     pub jobs: JobsConfig,
     pub access: AccessConfig,
+    pub reminders: RemindersConfig,
+    pub sms: SmsConfig,
+    pub smtp: SmtpConfig,
+    pub paylink: PaylinkConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +129,10 @@ impl Default for Config {
             log: LogConfig::default(),
             jobs: JobsConfig::default(),
             access: AccessConfig::default(),
+            reminders: RemindersConfig::default(),
+            sms: SmsConfig::default(),
+            smtp: SmtpConfig::default(),
+            paylink: PaylinkConfig::default(),
         }
     }
 }
@@ -167,6 +175,183 @@ impl Default for JobsConfig {
             lease_secs: 300,
             backoff_base_secs: 10,
             backoff_cap_secs: 3600,
+        }
+    }
+}
+
+/// `[reminders]`: arrears reminders (see the README section "Reminders").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemindersConfig {
+    /// Run the reminder delivery tasks (outbox → SMS / e-mail) in this process's workers.
+    pub enabled: bool,
+    /// Days a pay link in a reminder stays valid.
+    pub pay_link_ttl_days: i64,
+    /// Unsubscribe links in e-mails stay valid this many days.
+    pub unsubscribe_link_ttl_days: i64,
+    /// Task attempts per message (each retry, and each status check of an unknown outcome).
+    pub max_attempts: i32,
+    /// SMS provider for communities without their own: `aliyun` or `tencent`.
+    pub sms_provider: crate::dunning::sms::ProviderKind,
+    /// Approved signature (签名) for communities without their own.
+    pub sign_name: String,
+    /// Customer service number printed in messages (fixed line, 400 or 95 number).
+    pub service_tel: String,
+    /// `zh` (default) or `en`.
+    pub language: crate::dunning::templates::Language,
+    /// Approved template code per message kind (`bill_issued`, `pre_due`, `overdue`,
+    /// `overdue_late_fee`, `final_reminder`, `low_balance`, `zero_balance`).
+    pub templates: std::collections::BTreeMap<String, String>,
+    /// Per community (by code): provider, signature, templates, number, language and policy.
+    pub communities: std::collections::BTreeMap<String, CommunityRemindersConfig>,
+}
+
+/// `[reminders.communities.CODE]`: what differs for one community. Unset fields fall back to
+/// `[reminders]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommunityRemindersConfig {
+    pub sms_provider: Option<crate::dunning::sms::ProviderKind>,
+    pub sign_name: Option<String>,
+    pub service_tel: Option<String>,
+    pub language: Option<crate::dunning::templates::Language>,
+    pub templates: std::collections::BTreeMap<String, String>,
+    /// The community's policy; every field defaults to notifications.md's cadence.
+    pub policy: crate::dunning::policy::CommunityPolicy,
+}
+
+impl Default for RemindersConfig {
+    fn default() -> Self {
+        RemindersConfig {
+            enabled: true,
+            pay_link_ttl_days: 30,
+            unsubscribe_link_ttl_days: 365,
+            max_attempts: 20,
+            sms_provider: crate::dunning::sms::ProviderKind::Aliyun,
+            sign_name: String::new(),
+            service_tel: String::new(),
+            language: crate::dunning::templates::Language::Zh,
+            templates: Default::default(),
+            communities: Default::default(),
+        }
+    }
+}
+
+/// `[sms]`: the providers' accounts. Secrets never print.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// Client timeout per request, milliseconds (the providers recommend at least 1 s).
+    pub timeout_ms: u64,
+    /// Our own rate limit per provider, requests per second (well below the providers' QPS).
+    pub rate_per_sec: u32,
+    /// Minutes after an attempt with an unknown outcome before "the provider has no record of
+    /// it" is taken to mean it never arrived (and the message may be attempted again).
+    pub unknown_settle_minutes: i64,
+    pub aliyun: AliyunSmsConfig,
+    pub tencent: TencentSmsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AliyunSmsConfig {
+    pub endpoint: String,
+    pub access_key_id: String,
+    #[serde(serialize_with = "ser_secret")]
+    pub access_key_secret: SecretString,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TencentSmsConfig {
+    pub endpoint: String,
+    pub secret_id: String,
+    #[serde(serialize_with = "ser_secret")]
+    pub secret_key: SecretString,
+    pub region: String,
+    pub sms_sdk_app_id: String,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            timeout_ms: 5000,
+            rate_per_sec: 100,
+            unknown_settle_minutes: 60,
+            aliyun: AliyunSmsConfig::default(),
+            tencent: TencentSmsConfig::default(),
+        }
+    }
+}
+
+impl Default for AliyunSmsConfig {
+    fn default() -> Self {
+        AliyunSmsConfig {
+            endpoint: crate::dunning::sms::aliyun::DEFAULT_ENDPOINT.into(),
+            access_key_id: String::new(),
+            access_key_secret: SecretString::from(""),
+        }
+    }
+}
+
+impl Default for TencentSmsConfig {
+    fn default() -> Self {
+        TencentSmsConfig {
+            endpoint: crate::dunning::sms::tencent::DEFAULT_ENDPOINT.into(),
+            secret_id: String::new(),
+            secret_key: SecretString::from(""),
+            region: "ap-guangzhou".into(),
+            sms_sdk_app_id: String::new(),
+        }
+    }
+}
+
+/// `[smtp]`: the mail server reminders and reports go through. An empty host disables e-mail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (port 587), `tls` (implicit TLS, port 465) or `none` (a local relay only).
+    pub security: crate::dunning::email::SmtpSecurity,
+    pub username: String,
+    #[serde(serialize_with = "ser_secret")]
+    pub password: SecretString,
+    pub from: String,
+    pub timeout_secs: u64,
+    /// PEM file of an extra CA to trust for the server's certificate (empty: web PKI only).
+    pub tls_root_cert: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: String::new(),
+            port: 587,
+            security: crate::dunning::email::SmtpSecurity::Starttls,
+            username: String::new(),
+            password: SecretString::from(""),
+            from: "meterpay <noreply@localhost>".into(),
+            timeout_secs: 30,
+            tls_root_cert: String::new(),
+        }
+    }
+}
+
+/// `[paylink]`: the secret signing pay and unsubscribe links.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaylinkConfig {
+    /// At least 16 bytes. Empty: a random secret is generated once and kept in the database
+    /// (`app_secrets`), so every instance and every restart agree.
+    #[serde(serialize_with = "ser_secret")]
+    pub secret: SecretString,
+}
+
+impl Default for PaylinkConfig {
+    fn default() -> Self {
+        PaylinkConfig {
+            secret: SecretString::from(""),
         }
     }
 }
@@ -224,6 +409,21 @@ impl Config {
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         v["database_url"] = serde_json::Value::String(redact_url(self.database_url()));
+        for path in [
+            &["sms", "aliyun", "access_key_secret"][..],
+            &["sms", "tencent", "secret_key"],
+            &["smtp", "password"],
+            &["paylink", "secret"],
+        ] {
+            let mut cur = &mut v;
+            for part in &path[..path.len() - 1] {
+                cur = &mut cur[*part];
+            }
+            let last = path[path.len() - 1];
+            if cur[last].as_str().is_some_and(|s| !s.is_empty()) {
+                cur[last] = serde_json::Value::String("****".into());
+            }
+        }
         v
     }
 
@@ -276,7 +476,8 @@ mod tests {
             jail.set_env("DATABASE_URL", "postgres://u:secret@h/db");
             let c = Config::load(Some(Path::new("m.toml"))).expect("loads");
             assert_eq!(c.database_url(), "postgres://u:secret@h/db");
-            assert!(!c.redacted().to_string().contains("secret"), "password is masked");
+            // (key names such as `secret_key` contain the word: look for the value in the URL)
+            assert!(!c.redacted().to_string().contains(":secret@"), "password is masked");
             Ok(())
         });
     }
@@ -322,6 +523,24 @@ mod tests {
                 "setting {k} is missing from deploy/meterpay.example.toml"
             );
         }
+    }
+
+    #[test]
+    fn sms_smtp_and_pay_link_secrets_never_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METERPAY_SMS__ALIYUN__ACCESS_KEY_SECRET", "ali-s3cr3t");
+            jail.set_env("METERPAY_SMS__TENCENT__SECRET_KEY", "tc-s3cr3t");
+            jail.set_env("METERPAY_SMTP__PASSWORD", "smtp-s3cr3t");
+            jail.set_env("METERPAY_PAYLINK__SECRET", "link-s3cr3t-0123456789");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.smtp.password.expose_secret(), "smtp-s3cr3t");
+            let shown = format!("{} {:?}", c.redacted(), c);
+            for s in ["ali-s3cr3t", "tc-s3cr3t", "smtp-s3cr3t", "link-s3cr3t"] {
+                assert!(!shown.contains(s), "{s} leaked");
+            }
+            assert_eq!(c.redacted()["smtp"]["password"], "****");
+            Ok(())
+        });
     }
 
     #[test]

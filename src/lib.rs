@@ -23,6 +23,7 @@ pub mod dunning;
 pub mod http;
 pub mod jobs;
 pub mod ledger;
+pub mod paylink;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -47,8 +47,17 @@ pub fn cron_jobs() -> anyhow::Result<Vec<CronJob>> {
 }
 
 /// The task handlers this process runs. Later steps add theirs here.
-pub fn task_handlers(_state: &AppState) -> HashMap<String, Handler> {
-    HashMap::new()
+pub fn task_handlers(state: &AppState) -> HashMap<String, Handler> {
+    let mut handlers = HashMap::new();
+    if state.config.reminders.enabled {
+        match crate::dunning::outbox::Deliverer::from_config(state.store.clone(), &state.config) {
+            Ok(d) => handlers.extend(crate::dunning::outbox::task_handlers(Arc::new(d))),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reminder delivery is off: its configuration is invalid")
+            }
+        }
+    }
+    handlers
 }
 
 /// A bound, ready-to-run application.

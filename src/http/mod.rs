@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod pages;
 pub mod readings;
 pub mod staff_admin;
+pub mod reminders;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .merge(readings::router())
         .merge(staff_admin::router())
         .merge(pages::router())
+        .merge(reminders::router())
         .fallback(error::not_found)
         // Resolves the session cookie and enforces CSRF on every route (see `auth`).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_layer))

@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod readings;
 pub mod users;
+pub mod reminders;
 
 use std::path::Path;
 use std::str::FromStr;

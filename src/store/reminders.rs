@@ -1,0 +1,528 @@
+//! The reminder outbox (migration 0006): messages, their attempts, opt-outs, application secrets.
+//!
+//! State of a message (`reminder_outbox.status`):
+//!
+//! ```text
+//! queued ──begin attempt──► sending ──accepted──► sent ──receipt──► delivered | failed
+//!   ▲                          │ transient (refused for now) ──► queued (task retries with back-off)
+//!   │                          │ permanent ──► failed (no retry)
+//!   │                          └ unknown (timeout, connection lost, sender killed) ──► unknown
+//!   │                                         │ status query finds it ──► sent / delivered / failed
+//!   └── status query proves it never arrived ─┘ (after the settle window) ──► queued
+//! letter: awaiting_staff ──► served
+//! ```
+//!
+//! Every transition is one transaction and is fenced on the current status and attempt number,
+//! so a sender whose task lease was taken over cannot overwrite what the new owner recorded.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{in_tx, on_read, on_write, Store, StoreError};
+
+/// A message to enqueue (built from a policy decision).
+#[derive(Debug, Clone)]
+pub struct NewReminder {
+    pub account_id: i64,
+    pub community_id: i64,
+    pub household: String,
+    /// `electricity`, `water` or `property_fee`.
+    pub track: String,
+    /// `Step::code()`.
+    pub step: String,
+    /// `sms`, `email` or `letter`.
+    pub channel: String,
+    pub bill_ids: Vec<i64>,
+    /// `(bill id, step code)` per bill.
+    pub bill_steps: Vec<(i64, String)>,
+    /// `aliyun`, `tencent`, `smtp` or `letter`.
+    pub provider: String,
+    /// The configuration profile (community code) whose sign name and templates were used.
+    pub profile: String,
+    pub recipient: String,
+    pub message_kind: String,
+    pub content: serde_json::Value,
+    pub legally_required: bool,
+    /// Not before this instant (the next send window).
+    pub not_before: DateTime<Utc>,
+    /// Task attempts allowed (each retry and each status check of an unknown outcome is one).
+    pub max_attempts: i32,
+}
+
+impl NewReminder {
+    /// The uniqueness of a message: the same step for the same bills, person and channel.
+    pub fn dedupe_key(&self) -> String {
+        let mut ids = self.bill_ids.clone();
+        ids.sort_unstable();
+        let bills = if ids.is_empty() {
+            "-".to_string()
+        } else {
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        };
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.account_id, self.track, self.step, self.channel, bills
+        )
+    }
+}
+
+/// Whether an enqueue created the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    New(i64),
+    /// That step was already enqueued for that person and channel: nothing was added.
+    AlreadyThere(i64),
+}
+
+impl Enqueued {
+    pub fn id(self) -> i64 {
+        match self {
+            Enqueued::New(id) | Enqueued::AlreadyThere(id) => id,
+        }
+    }
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ReminderRow {
+    pub id: i64,
+    pub account_id: i64,
+    pub community_id: i64,
+    pub household: String,
+    pub track: String,
+    pub step: String,
+    pub channel: String,
+    pub bill_ids: String,
+    pub bill_steps: String,
+    pub provider: String,
+    pub profile: String,
+    #[serde(skip)]
+    pub recipient: String,
+    pub message_kind: String,
+    pub content_json: String,
+    pub legally_required: bool,
+    pub status: String,
+    pub attempts: i32,
+    pub provider_message_id: Option<String>,
+    pub delivery_status: Option<String>,
+    pub last_error: Option<String>,
+    pub not_before: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One attempt as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub outbox_id: i64,
+    pub attempt_no: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub provider_message_id: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Accepted {
+        message_id: Option<String>,
+        delivery: Option<String>,
+    },
+    Transient {
+        code: String,
+        message: String,
+    },
+    Permanent {
+        code: String,
+        message: String,
+    },
+    Unknown {
+        reason: String,
+    },
+    /// The status query proved the provider never got it: the message may be attempted again.
+    NotSent,
+}
+
+const COLS: &str =
+    "id, account_id, community_id, household, track, step, channel, bill_ids, bill_steps, provider, profile, \
+     recipient, message_kind, content_json, legally_required, status, attempts, provider_message_id, delivery_status, \
+     last_error, not_before, created_at, last_attempt_at, sent_at, delivered_at";
+
+/// The task kind that delivers one outbox message; its payload is `{"outbox_id": N}`.
+pub const SEND_TASK: &str = "reminder.send";
+
+/// How an outcome is written: attempt outcome, message status, message id, delivery, code, message.
+type OutcomeColumns<'a> = (
+    &'a str,
+    &'a str,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+impl Store {
+    /// Put a message in the outbox and its delivery task in the queue, in one transaction. A
+    /// message with the same dedupe key is not added again (nobody gets the same step twice).
+    /// A letter is recorded as `awaiting_staff` with no task.
+    pub async fn enqueue_reminder(&self, r: &NewReminder, now: DateTime<Utc>) -> Result<Enqueued, StoreError> {
+        let what = "enqueueing a reminder";
+        let key = r.dedupe_key();
+        let bill_ids = serde_json::to_string(&r.bill_ids).unwrap_or_else(|_| "[]".into());
+        let bill_steps = serde_json::to_string(&r.bill_steps).unwrap_or_else(|_| "[]".into());
+        let status = if r.channel == "letter" {
+            "awaiting_staff"
+        } else {
+            "queued"
+        };
+        in_tx!(self, what, |tx| {
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO reminder_outbox (account_id, community_id, household, track, step, channel, bill_ids, bill_steps, \
+                   dedupe_key, provider, profile, recipient, message_kind, content_json, legally_required, status, not_before, \
+                   created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
+                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            )
+            .bind(r.account_id)
+            .bind(r.community_id)
+            .bind(&r.household)
+            .bind(&r.track)
+            .bind(&r.step)
+            .bind(&r.channel)
+            .bind(&bill_ids)
+            .bind(&bill_steps)
+            .bind(&key)
+            .bind(&r.provider)
+            .bind(&r.profile)
+            .bind(&r.recipient)
+            .bind(&r.message_kind)
+            .bind(r.content.to_string())
+            .bind(r.legally_required)
+            .bind(status)
+            .bind(r.not_before)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+            let Some(id) = id else {
+                let existing: i64 = sqlx::query_scalar("SELECT id FROM reminder_outbox WHERE dedupe_key = $1")
+                    .bind(&key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(what, e))?;
+                return Ok(Enqueued::AlreadyThere(existing));
+            };
+            if status == "queued" {
+                sqlx::query(
+                    "INSERT INTO tasks (kind, payload, dedupe_key, run_at, max_attempts, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+                )
+                .bind(SEND_TASK)
+                .bind(serde_json::json!({ "outbox_id": id }).to_string())
+                .bind(format!("{SEND_TASK}:{id}"))
+                .bind(r.not_before)
+                .bind(r.max_attempts)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(what, e))?;
+            }
+            Ok(Enqueued::New(id))
+        })
+    }
+
+    pub async fn reminder(&self, id: i64) -> Result<Option<ReminderRow>, StoreError> {
+        on_write!(self, |pool| {
+            sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLS} FROM reminder_outbox WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| StoreError::db("reading a reminder", e))
+        })
+    }
+
+    /// An account's reminders, newest first (the per-account history; the policy's input).
+    pub async fn reminders_for_account(&self, account_id: i64) -> Result<Vec<ReminderRow>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLS} FROM reminder_outbox WHERE account_id = $1 ORDER BY created_at DESC, id DESC"
+            )))
+            .bind(account_id)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("reading an account's reminders", e))
+        })
+    }
+
+    /// A household's messages created since `since` (for the daily and weekly caps).
+    pub async fn reminders_for_household(
+        &self,
+        household: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<ReminderRow>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLS} FROM reminder_outbox WHERE household = $1 AND created_at >= $2 ORDER BY created_at, id"
+            )))
+            .bind(household)
+            .bind(since)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("reading a household's reminders", e))
+        })
+    }
+
+    pub async fn reminder_attempts(&self, outbox_id: i64) -> Result<Vec<AttemptRow>, StoreError> {
+        on_write!(self, |pool| {
+            sqlx::query_as::<_, AttemptRow>(
+                "SELECT outbox_id, attempt_no, started_at, finished_at, outcome, provider_message_id, code, message \
+                 FROM reminder_attempts WHERE outbox_id = $1 ORDER BY attempt_no",
+            )
+            .bind(outbox_id)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("reading reminder attempts", e))
+        })
+    }
+
+    /// Record a new attempt before calling the provider: `queued` → `sending`. Returns the
+    /// attempt number, or `None` if the message is not `queued` (another sender has it, or it
+    /// is settled).
+    pub async fn begin_reminder_attempt(&self, id: i64, now: DateTime<Utc>) -> Result<Option<i32>, StoreError> {
+        let what = "recording a reminder attempt";
+        in_tx!(self, what, |tx| {
+            let n: Option<i32> = sqlx::query_scalar(
+                "UPDATE reminder_outbox SET status = 'sending', attempts = attempts + 1, last_attempt_at = $1, updated_at = $1 \
+                 WHERE id = $2 AND status = 'queued' RETURNING attempts",
+            )
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+            if let Some(n) = n {
+                sqlx::query("INSERT INTO reminder_attempts (outbox_id, attempt_no, started_at) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(n)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(what, e))?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Record how attempt `attempt_no` ended. `false` when the message is no longer in that
+    /// attempt (fenced: a late result of a superseded sender changes nothing).
+    pub async fn finish_reminder_attempt(
+        &self,
+        id: i64,
+        attempt_no: i32,
+        outcome: &AttemptOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let what = "recording a reminder attempt's outcome";
+        let (attempt_outcome, status, message_id, delivery, code, message): OutcomeColumns<'_> = match outcome {
+            AttemptOutcome::Accepted { message_id, delivery } => {
+                let status = match delivery.as_deref() {
+                    Some("delivered") => "delivered",
+                    Some(d) if d.starts_with("failed") => "failed",
+                    _ => "sent",
+                };
+                ("accepted", status, message_id.clone(), delivery.clone(), None, None)
+            }
+            AttemptOutcome::Transient { code, message } => (
+                "transient",
+                "queued",
+                None,
+                None,
+                Some(code.clone()),
+                Some(message.clone()),
+            ),
+            AttemptOutcome::Permanent { code, message } => (
+                "permanent",
+                "failed",
+                None,
+                None,
+                Some(code.clone()),
+                Some(message.clone()),
+            ),
+            AttemptOutcome::Unknown { reason } => ("unknown", "unknown", None, None, None, Some(reason.clone())),
+            AttemptOutcome::NotSent => (
+                "not_sent",
+                "queued",
+                None,
+                None,
+                None,
+                Some("the provider has no record of it".into()),
+            ),
+        };
+        let error = match (&code, &message) {
+            (Some(c), Some(m)) => Some(format!("{c}: {m}")),
+            (None, Some(m)) => Some(m.clone()),
+            _ => None,
+        };
+        in_tx!(self, what, |tx| {
+            let changed = sqlx::query(
+                "UPDATE reminder_outbox SET status = $1, \
+                   provider_message_id = COALESCE($2, provider_message_id), delivery_status = COALESCE($3, delivery_status), \
+                   last_error = CASE WHEN $1 IN ('sent', 'delivered') THEN NULL ELSE COALESCE($4, last_error) END, \
+                   sent_at = CASE WHEN $1 IN ('sent', 'delivered', 'failed') AND CAST($5 AS TEXT) = 'accepted' THEN COALESCE(sent_at, $6) ELSE sent_at END, \
+                   delivered_at = CASE WHEN $1 = 'delivered' THEN $6 ELSE delivered_at END, \
+                   updated_at = $6 \
+                 WHERE id = $7 AND attempts = $8 AND status IN ('sending', 'unknown')",
+            )
+            .bind(status)
+            .bind(&message_id)
+            .bind(&delivery)
+            .bind(&error)
+            .bind(attempt_outcome)
+            .bind(now)
+            .bind(id)
+            .bind(attempt_no)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?
+            .rows_affected()
+                == 1;
+            if changed {
+                sqlx::query(
+                    "UPDATE reminder_attempts SET outcome = $1, finished_at = $2, provider_message_id = $3, code = $4, message = $5 \
+                     WHERE outbox_id = $6 AND attempt_no = $7",
+                )
+                .bind(attempt_outcome)
+                .bind(now)
+                .bind(&message_id)
+                .bind(&code)
+                .bind(&message)
+                .bind(id)
+                .bind(attempt_no)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(what, e))?;
+            }
+            Ok(changed)
+        })
+    }
+
+    /// Record a delivery receipt for a sent message.
+    pub async fn record_reminder_delivery(
+        &self,
+        id: i64,
+        delivery: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let status = if delivery == "delivered" {
+            "delivered"
+        } else if delivery.starts_with("failed") {
+            "failed"
+        } else {
+            "sent"
+        };
+        on_write!(self, |pool| {
+            sqlx::query(
+                "UPDATE reminder_outbox SET status = $1, delivery_status = $2, \
+                   delivered_at = CASE WHEN $1 = 'delivered' THEN $3 ELSE delivered_at END, updated_at = $3 \
+                 WHERE id = $4 AND status IN ('sent', 'delivered', 'failed') AND sent_at IS NOT NULL",
+            )
+            .bind(status)
+            .bind(delivery)
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| StoreError::db("recording a delivery receipt", e))
+        })
+    }
+
+    /// Staff served a letter (the written notice): `awaiting_staff` → `served`, with evidence.
+    pub async fn mark_letter_served(&self, id: i64, evidence: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        on_write!(self, |pool| {
+            sqlx::query(
+                "UPDATE reminder_outbox SET status = 'served', delivery_status = $1, sent_at = $2, updated_at = $2 \
+                 WHERE id = $3 AND status = 'awaiting_staff'",
+            )
+            .bind(evidence)
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| StoreError::db("recording a served letter", e))
+        })
+    }
+
+    /// Record an opt-out of a channel (`sms` or `email`); repeating it changes nothing.
+    pub async fn add_opt_out(
+        &self,
+        account_id: i64,
+        channel: &str,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        on_write!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO reminder_opt_outs (account_id, channel, source, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (account_id, channel) DO NOTHING",
+            )
+            .bind(account_id)
+            .bind(channel)
+            .bind(source)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| StoreError::db("recording an opt-out", e))
+        })
+    }
+
+    /// The channels an account opted out of.
+    pub async fn opt_outs(&self, account_id: i64) -> Result<Vec<String>, StoreError> {
+        on_write!(self, |pool| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT channel FROM reminder_opt_outs WHERE account_id = $1 ORDER BY channel",
+            )
+            .bind(account_id)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("reading opt-outs", e))
+        })
+    }
+
+    /// The secret named `name`, created with `generate()` the first time (insert-first, so
+    /// instances starting together agree on one value).
+    pub async fn ensure_app_secret(
+        &self,
+        name: &str,
+        generate: impl FnOnce() -> String,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let what = "reading or creating an application secret";
+        let candidate = generate();
+        in_tx!(self, what, |tx| {
+            sqlx::query(
+                "INSERT INTO app_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(&candidate)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+            sqlx::query_scalar::<_, String>("SELECT value FROM app_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(what, e))
+        })
+    }
+}
