@@ -3,8 +3,10 @@
 //! - [`readings`]: validation and classification of incoming readings (push API and file
 //!   import share it): duplicates acknowledged, conflicts refused, implausible readings held.
 //! - [`import`]: CSV and XLSX reading files.
+//! - [`engine`]: one account's bill for a period from its readings and tariffs (pure).
 //! - [`push`]: the meter concentrators' HMAC request signature.
 
+pub mod engine;
 pub mod import;
 pub mod push;
 pub mod readings;
