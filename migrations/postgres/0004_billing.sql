@@ -115,6 +115,8 @@ CREATE TABLE bills (
     disputed_by     TEXT,
     -- an operator waived this bill's late fee; no more accrues
     late_fee_waived BOOLEAN NOT NULL DEFAULT FALSE,
+    -- the last day the nightly accrual computed this bill's fee through
+    late_fee_through DATE,
     created_at      TIMESTAMPTZ NOT NULL,
     created_by      TEXT NOT NULL,
     CONSTRAINT bills_adjusts_check CHECK ((kind = 'adjustment') = (adjusts_bill_id IS NOT NULL))
@@ -244,6 +246,8 @@ CREATE TABLE meter_bill_state (
     anchor_reading_id BIGINT NOT NULL,
     anchor_at         TIMESTAMPTZ NOT NULL,
     anchor_value_e4   BIGINT NOT NULL,
+    -- the period of the bill that closed on the anchor; NULL when the anchor opened the meter
+    anchor_period     TEXT,
     bill_id           BIGINT NOT NULL,
     updated_at        TIMESTAMPTZ NOT NULL
 );

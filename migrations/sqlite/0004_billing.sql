@@ -113,6 +113,8 @@ CREATE TABLE bills (
     disputed_by     TEXT,
     -- an operator waived this bill's late fee; no more accrues
     late_fee_waived INTEGER NOT NULL DEFAULT 0,
+    -- the last day the nightly accrual computed this bill's fee through
+    late_fee_through TEXT,
     created_at      TEXT NOT NULL,
     created_by      TEXT NOT NULL,
     CONSTRAINT bills_adjusts_check CHECK ((kind = 'adjustment') = (adjusts_bill_id IS NOT NULL))
@@ -227,6 +229,8 @@ CREATE TABLE meter_bill_state (
     anchor_reading_id INTEGER NOT NULL,
     anchor_at         TEXT NOT NULL,
     anchor_value_e4   INTEGER NOT NULL,
+    -- the period of the bill that closed on the anchor; NULL when the anchor opened the meter
+    anchor_period     TEXT,
     bill_id           INTEGER NOT NULL,
     updated_at        TEXT NOT NULL
 );

@@ -15,13 +15,19 @@
 //! runs on both backends and tests control time.
 
 pub mod access;
+pub mod accounts;
+pub mod arrears;
 pub mod audit;
+pub mod billing_settings;
+pub mod bills;
 pub mod directory;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub mod prepaid;
 pub mod readings;
+pub mod tariffs;
 
 use std::path::Path;
 use std::str::FromStr;
