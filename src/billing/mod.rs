@@ -12,3 +12,4 @@ pub mod engine;
 pub mod import;
 pub mod push;
 pub mod readings;
+pub mod text;

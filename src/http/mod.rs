@@ -3,8 +3,10 @@
 //! in-process; [`error::ApiError`] is the one place errors become HTTP responses.
 
 pub mod auth;
+pub mod billing;
 pub mod error;
 pub mod health;
+pub mod idempotent;
 pub mod metrics;
 pub mod readings;
 
@@ -42,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(readings::router())
+        .merge(billing::router())
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(CatchPanicLayer::custom(error::panic_response))

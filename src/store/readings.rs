@@ -466,6 +466,7 @@ impl Store {
         accept: bool,
         actor: &str,
         note: &str,
+        request_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ReadingRow, StoreError> {
         let what = "reviewing a held reading";
@@ -497,7 +498,7 @@ impl Store {
                 before: Some(serde_json::json!({"status": "held", "hold_reason": row.hold_reason})),
                 after: Some(serde_json::json!({"status": status})),
                 reason: Some(note.to_string()),
-                request_id: None,
+                request_id: request_id.map(str::to_string),
             };
             insert_audit!(&mut *tx, &rec, now)?;
             Ok(row)

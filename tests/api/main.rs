@@ -1,8 +1,10 @@
 //! Black-box suites, run on SQLite always and on PostgreSQL when `TEST_DATABASE_URL` is set.
 
 mod api_suite;
+mod billing_helpers;
 mod helpers;
 mod jobs_suite;
 mod ledger_suite;
 mod readings_suite;
 mod store_suite;
+mod worked_examples_suite;
