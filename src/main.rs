@@ -391,39 +391,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.log.level = "warn".into();
             }
             meterpay::telemetry::init(&config.log);
+            if no_serve {
+                // Nothing is served afterwards: any free port will do for the demo's own pushes.
+                config.http.listen = "127.0.0.1:0".into();
+            }
             let store = startup::open_store(&config).await?;
-            let summary = meterpay::demo::seed(&store).await?;
+            let database = meterpay::config::redact_url(config.database_url());
+            let app = Application::build_with_store(config, store.clone()).await?;
+            let base = format!("http://{}", app.addr());
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(app.run_until(async move {
+                let _ = stop_rx.await;
+            }));
+            let summary = match meterpay::demo::run(&store, &base).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = stop_tx.send(());
+                    let _ = server.await;
+                    return Err(e);
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                println!("meterpay demo");
-                println!(
-                    "  community  {} ({}) — {}",
-                    summary.community_name,
-                    summary.community_code,
-                    if summary.created {
-                        "created"
-                    } else {
-                        "already there, reused"
-                    }
-                );
-                println!("  accounts   {}", summary.accounts);
-                println!("  meters     {}", summary.meters);
-                println!("  database   {}", meterpay::config::redact_url(config.database_url()));
+                print!("{}", summary.text(&database));
             }
             if no_serve {
-                store.close().await;
-                return Ok(());
+                let _ = stop_tx.send(());
+                return server.await.context("the demo server task")?;
             }
-            let app = Application::build_with_store(config, store).await?;
-            let base = format!("http://{}", app.addr());
             if !json {
                 println!();
                 println!("  serving    {base}");
                 println!("  health     {base}/healthz   readiness {base}/readyz   metrics {base}/metrics");
+                println!("  bills      {base}/api/v1/bills?community=DEMO (Authorization: Bearer <token from `meterpay tokens add`>)");
                 println!("  stop with Ctrl-C");
             }
-            app.run_until(startup::shutdown_signal()).await
+            startup::shutdown_signal().await;
+            let _ = stop_tx.send(());
+            server.await.context("the demo server task")?
         }
     }
 }
