@@ -295,7 +295,10 @@ pub async fn run(store: &Store, base_url: &str) -> anyhow::Result<DemoSummary> {
             );
         }
         let body = serde_json::to_vec(&serde_json::json!({ "readings": batch }))?;
-        let ts = Utc::now().timestamp();
+        // Identical batches signed in the same second would carry the same signature, which the
+        // replay guard rightly refuses; step back a second per push (well inside the window).
+        static PUSHES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let ts = Utc::now().timestamp() - PUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 240;
         let sig = push::sign(&secret, "POST", "/api/v1/readings", ts, &body);
         let resp = client
             .post(format!("{base_url}/api/v1/readings"))

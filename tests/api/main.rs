@@ -2,6 +2,7 @@
 
 mod api_suite;
 mod billing_helpers;
+mod bills_suite;
 mod helpers;
 mod jobs_suite;
 mod ledger_suite;
