@@ -37,7 +37,7 @@ impl Period {
     pub fn new(year: i32, month: u32) -> Result<Period, String> {
         if !(1..=12).contains(&month) || !(2000..=2999).contains(&year) {
             return Err(format!(
-                "period {year:04}-{month:02} is not a month between 2000-01 and 2999-12"
+                "period {year:04}-{month:02} is not a month YYYY-MM between 2000-01 and 2999-12"
             ));
         }
         Ok(Period { year, month })

@@ -10,7 +10,6 @@ use super::bills::ROWS;
 use super::directory::Meter;
 use super::{in_tx, Store, StoreError};
 use crate::billing::accounts_import::AccountRow;
-use crate::domain::period::cst_date;
 use crate::domain::Quantity;
 
 /// The outcome of one row.
@@ -108,7 +107,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<AccountImportReport, StoreError> {
         let what = "importing accounts";
-        let today = cst_date(now);
+        let long_ago = NaiveDate::from_ymd_opt(2000, 1, 1).expect("valid date");
         in_tx!(self, what, |tx| {
             let existing: HashMap<String, i64> =
                 sqlx::query_as::<_, (String, i64)>("SELECT code, id FROM accounts WHERE community_id = $1")
@@ -240,7 +239,9 @@ impl Store {
                 for (line, a) in chunk {
                     let (id, premises_id) = created[&a.code];
                     for m in &a.meters {
-                        meters.push((id, premises_id, a.opened_on.unwrap_or(today), m));
+                        // Meters moved over from another system were installed before it: without an
+                        // opening date, their installation is taken as long ago.
+                        meters.push((id, premises_id, a.opened_on.unwrap_or(long_ago), m));
                     }
                     report.created += 1;
                     report.meters += a.meters.len();

@@ -1,6 +1,7 @@
 //! Black-box suites, run on SQLite always and on PostgreSQL when `TEST_DATABASE_URL` is set.
 
 mod api_suite;
+mod billing_api_suite;
 mod billing_helpers;
 mod bills_suite;
 mod helpers;
