@@ -25,8 +25,9 @@
 //! Rollover (domain.md §2.5): a register with `n` digits wraps at `10^n`; when the value falls,
 //! the candidate usage `(10^n − previous) + current` is accepted as a rollover only if it is
 //! plausible: at most [`RolloverRule::history_multiple`] × the meter's average daily use over
-//! its recent history × the days elapsed, or, with too little history, at most a tenth of the
-//! register's range. Otherwise the reading is held.
+//! its recent history (up to its last real reading) × the days elapsed, or, with too little
+//! history, at most a tenth of the register's range per month elapsed (and never more than
+//! half of it). Otherwise the reading is held.
 
 use std::collections::BTreeMap;
 
@@ -287,7 +288,12 @@ impl MeterHistory {
         if self.count < rule.min_history {
             return None;
         }
-        let (first, last) = (self.window_start.as_ref()?, self.last.as_ref()?);
+        // Estimates are not measurements: average up to the last real reading.
+        let first = self.window_start.as_ref()?;
+        let last = match (&self.last_actual, &self.last) {
+            (Some(a), _) if a.read_at > first.read_at => a,
+            (_, l) => l.as_ref()?,
+        };
         let secs = (last.read_at - first.read_at).num_seconds();
         if secs <= 0 || last.value < first.value || last.rollover {
             return None;
@@ -348,7 +354,11 @@ pub fn check(meter: &MeterFacts, history: &MeterHistory, reading: &ParsedReading
     let candidate = range - prev.value.get() + reading.value.get();
     let limit = match avg {
         Some(avg) if avg > Decimal::ZERO => avg * rule.history_multiple * days,
-        _ => range / Decimal::from(10),
+        // Without a usable average: a tenth of the register per month elapsed, at most half.
+        _ => {
+            let months = (days / Decimal::from(31)).ceil().max(Decimal::ONE);
+            (range / Decimal::from(10) * months).min(range / Decimal::from(2))
+        }
     };
     if candidate <= limit {
         Verdict::Accept { rollover: true }

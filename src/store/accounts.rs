@@ -358,21 +358,32 @@ impl Store {
                     old.meter_no, old.installed_on, r.replaced_on
                 )));
             }
-            let last: Option<(DateTime<Utc>, i64)> = sqlx::query_as(
-                "SELECT read_at, value_e4 FROM readings WHERE meter_id = $1 AND status = 'valid' ORDER BY read_at DESC LIMIT 1",
+            let latest: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT MAX(read_at) FROM readings WHERE meter_id = $1 AND status = 'valid'")
+                    .bind(old.id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(what, e))?;
+            // Compared with the last real reading: an estimate may have run ahead of the meter.
+            let last_actual: Option<i64> = sqlx::query_scalar(
+                "SELECT value_e4 FROM readings WHERE meter_id = $1 AND status = 'valid' AND kind <> 'estimated' \
+                 ORDER BY read_at DESC LIMIT 1",
             )
             .bind(old.id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| StoreError::db(what, e))?;
-            if let (Some(v), Some((at, last_v))) = (r.final_value, last) {
-                if at >= read_at {
-                    return Err(refuse(format!(
-                        "meter {} already has a reading at or after {read_at}",
-                        old.meter_no
-                    )));
-                }
-                if v.to_scaled() < last_v {
+            if r.final_value.is_some() && latest.is_some_and(|at| at >= read_at) {
+                return Err(refuse(format!(
+                    "meter {} already has a reading at or after {read_at}",
+                    old.meter_no
+                )));
+            }
+            if let (Some(v), Some(last_v)) = (r.final_value, last_actual) {
+                // Lower than the last reading: a rollover if the wrapped usage is plausible
+                // (under a tenth of the register, as for readings without history).
+                let range = 10i64.pow(old.digit_count.clamp(1, 12) as u32) * 10_000;
+                if v.to_scaled() < last_v && range - last_v + v.to_scaled() > range / 10 {
                     return Err(refuse(format!(
                         "final reading {v} is below the meter's last reading {}",
                         Quantity::from_scaled(last_v)

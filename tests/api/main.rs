@@ -3,6 +3,7 @@
 mod api_suite;
 mod billing_api_suite;
 mod billing_helpers;
+mod billing_property_suite;
 mod bills_suite;
 mod helpers;
 mod jobs_suite;
