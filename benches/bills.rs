@@ -139,7 +139,10 @@ async fn bench(kind: &str, n: usize) {
         store.import_accounts(c.id, &rows, "bench", None, now).await.unwrap();
     }
     let tariffs = TariffFile::parse(TARIFFS).unwrap();
-    store.add_tariff_versions(&tariffs.tariff, "bench", None, now).await.unwrap();
+    store
+        .add_tariff_versions(&tariffs.tariff, "bench", None, now)
+        .await
+        .unwrap();
     let setup_accounts = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let cst = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
@@ -183,7 +186,10 @@ async fn bench(kind: &str, n: usize) {
         n * 6,
         t1.elapsed().as_secs_f64()
     );
-    for (p, label) in [("2026-02", "first run (from each meter's first reading)"), ("2026-03", "steady state")] {
+    for (p, label) in [
+        ("2026-02", "first run (from each meter's first reading)"),
+        ("2026-03", "steady state"),
+    ] {
         let mut o = RunOptions::new(Period::parse(p).unwrap());
         o.community = Some("BENCH".into());
         let start = Instant::now();
@@ -193,7 +199,12 @@ async fn bench(kind: &str, n: usize) {
             .unwrap();
         let secs = start.elapsed().as_secs_f64();
         let run = &r.communities[0];
-        assert_eq!(run.bills_issued, n, "skipped: {:?}", &run.skipped[..run.skipped.len().min(3)]);
+        assert_eq!(
+            run.bills_issued,
+            n,
+            "skipped: {:?}",
+            &run.skipped[..run.skipped.len().min(3)]
+        );
         println!(
             "[{kind}] bill run {p}, {label}: {n} accounts × 2 meters → {} bills (total {}) in {secs:.2} s = {:.0} bills/s (target ≤ 10 s for 100,000)",
             run.bills_issued,
@@ -205,12 +216,21 @@ async fn bench(kind: &str, n: usize) {
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=meterpay=debug shows each chunk's load / plan / write times.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let n: usize = std::env::var("BENCH_ACCOUNTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    bench("sqlite", n).await;
-    if std::env::var("BENCH_DATABASE_URL").is_ok() {
+    // BENCH_ONLY=postgres (or sqlite) runs one backend.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only != "postgres" {
+        bench("sqlite", n).await;
+    }
+    if std::env::var("BENCH_DATABASE_URL").is_ok() && only != "sqlite" {
         bench("postgres", n).await;
     } else {
         println!("(set BENCH_DATABASE_URL=postgres://… to run the PostgreSQL figures too)");

@@ -17,6 +17,17 @@
 -- * Rules are RAISE(ABORT) triggers (PostgreSQL: PL/pgSQL trigger functions).
 -- * Columns added to accounts and readings use ALTER TABLE ADD COLUMN, which SQLite allows with a
 --   constant default; the CHECK on customer_class is a column constraint here.
+-- * The bulk tables of a bill run (bill_lines, bill_readings, bill_usage) are WITHOUT ROWID, keyed
+--   by their primary key alone (one B-tree per row instead of two); their rules are row triggers,
+--   cheap in SQLite. PostgreSQL checks the same rules once per statement (see its tree).
+
+-- Lookups by meter number alone (pushes and imports name meters by number; the unique key
+-- leads with the utility). And the review queue's index only covers held readings: an index on
+-- status alone looked selective to SQLite's planner without statistics and made it scan every
+-- valid reading instead of seeking by meter.
+CREATE INDEX meters_meter_no_idx ON meters (meter_no);
+DROP INDEX readings_status_idx;
+CREATE INDEX readings_held_idx ON readings (read_at) WHERE status = 'held';
 
 ALTER TABLE accounts ADD COLUMN customer_class TEXT NOT NULL DEFAULT 'residential'
     CONSTRAINT accounts_customer_class_check CHECK (customer_class IN ('residential', 'non_residential'));
@@ -124,7 +135,6 @@ CREATE INDEX bills_account_idx ON bills (account_id, due_date);
 CREATE INDEX bills_community_period_idx ON bills (community_id, period);
 
 CREATE TABLE bill_lines (
-    id                INTEGER PRIMARY KEY,
     bill_id           INTEGER NOT NULL CONSTRAINT bill_lines_bill_fkey REFERENCES bills (id),
     line_no           INTEGER NOT NULL,
     utility           TEXT CONSTRAINT bill_lines_utility_check CHECK (utility IN ('electricity', 'water')),
@@ -145,8 +155,8 @@ CREATE TABLE bill_lines (
     trace             TEXT,
     -- the ledger account credited for this line when not revenue:{utility} (e.g. payable:sewage)
     ledger_code       TEXT,
-    CONSTRAINT bill_lines_bill_line_key UNIQUE (bill_id, line_no)
-);
+    CONSTRAINT bill_lines_pkey PRIMARY KEY (bill_id, line_no)
+) WITHOUT ROWID;
 
 CREATE TRIGGER bill_lines_sealed BEFORE INSERT ON bill_lines
 WHEN (SELECT status FROM bills WHERE id = NEW.bill_id) <> 'draft'
@@ -198,7 +208,7 @@ CREATE TABLE bill_readings (
     usage_e4        INTEGER NOT NULL,
     rollovers       INTEGER NOT NULL DEFAULT 0,
     CONSTRAINT bill_readings_pkey PRIMARY KEY (bill_id, meter_id)
-);
+) WITHOUT ROWID;
 
 -- Usage counted per account, utility and period (negative rows correct earlier ones): the
 -- annual ladder's cumulative counter and the history usage alerts compare against.
@@ -213,9 +223,8 @@ CREATE TABLE bill_usage (
     -- the period's closing reading was an estimate
     estimated       INTEGER NOT NULL DEFAULT 0,
     CONSTRAINT bill_usage_pkey PRIMARY KEY (bill_id, utility, usage_period)
-);
+) WITHOUT ROWID;
 CREATE INDEX bill_usage_account_idx ON bill_usage (account_id, utility, usage_period);
-CREATE INDEX bill_usage_community_idx ON bill_usage (community_id, usage_period);
 
 -- Where billing stopped on each meter: the last billed closing reading, and the last billed
 -- reading that was not an estimate (a re-rating span starts there).

@@ -728,6 +728,7 @@ pub fn rate(req: &RateRequest<'_>) -> Result<Rated, RatingError> {
     let mut last_version_id = None;
     for ((version, from, to), part) in pieces.iter().zip(parts) {
         last_version_id = Some(version.id);
+        let first_line_of_segment = lines.len();
         let def = &version.definition;
         let (cum, months, year_start) = match version.tier_basis {
             TierBasis::Annual => {
@@ -849,6 +850,10 @@ pub fn rate(req: &RateRequest<'_>) -> Result<Rated, RatingError> {
                     }
                 }
             }
+        }
+        // The segment's trace is kept once, on its first line.
+        for l in lines.iter_mut().skip(first_line_of_segment + 1) {
+            l.trace = serde_json::Value::Null;
         }
     }
     Ok(Rated { lines, last_version_id })

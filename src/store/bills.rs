@@ -4,9 +4,11 @@
 //! [`RunOptions::chunk`] accounts; each chunk is one transaction that loads what the engine needs
 //! ([`crate::billing::engine`]), plans every account's bill, and writes the bills (draft → lines →
 //! issued, so the database checks each total against its lines), the readings and usage they
-//! used, the meters' billing state, usage alerts, and the ledger postings of issue
-//! (`bill.issue`: debit `receivable:{account}`, credit `revenue:{utility}` or a line's payable),
-//! all together. A chunk that fails leaves nothing; accounts already billed for the period are
+//! used, the meters' billing state, usage alerts, and the ledger posting of their issue, all
+//! together: one entry per chunk, kind `bills.issue`, reference `run:{run}:after:{account id}`,
+//! debiting each account's `receivable:{account}` by its new bills and crediting
+//! `revenue:{utility}` (or a line's `payable:{name}`) by their lines. A bill issued on its own
+//! (an operator's adjustment) posts `bill.issue` / `bill:{id}` the same way. A chunk that fails leaves nothing; accounts already billed for the period are
 //! skipped, so re-running a period never duplicates a bill and completes an interrupted run.
 //!
 //! **Money applied to bills** is recorded in `bill_allocations` and mirrored in the ledger:
@@ -62,7 +64,7 @@ pub struct RunOptions {
 }
 
 fn default_chunk() -> usize {
-    2000
+    5000
 }
 
 impl RunOptions {
@@ -338,10 +340,10 @@ macro_rules! load_chunk {
             {
                 data.states.insert(s.meter_id, s);
             }
-            const READ_FILTER: &str = "FROM readings r JOIN meters m ON m.id = r.meter_id \
-                 LEFT JOIN meter_bill_state s ON s.meter_id = m.id \
-                 WHERE m.community_id = $1 AND m.account_id BETWEEN $2 AND $3 AND r.status = 'valid' AND r.read_at < $4 \
-                 AND (s.meter_id IS NULL OR r.read_at >= s.anchor_at)";
+            // Driven by the chunk's meters (an index seek per meter on (meter_id, read_at)).
+            const READ_FILTER: &str = "FROM readings r LEFT JOIN meter_bill_state s ON s.meter_id = r.meter_id \
+                 WHERE r.meter_id IN (SELECT m.id FROM meters m WHERE m.account_id BETWEEN $2 AND $3 AND m.community_id = $1) \
+                 AND r.status = 'valid' AND r.read_at < $4 AND (s.meter_id IS NULL OR r.read_at >= s.anchor_at)";
             for r in sqlx::query_as::<_, ReadingLite>(sqlx::AssertSqlSafe(format!(
                 "SELECT r.id, r.meter_id, r.read_at, r.value_e4, r.kind {READ_FILTER} ORDER BY r.meter_id, r.read_at"
             )))
@@ -380,10 +382,9 @@ macro_rules! load_chunk {
             }
             for h in sqlx::query_as::<_, HistRow>(
                 "SELECT account_id, utility, usage_period, CAST(SUM(quantity_e4) AS BIGINT) AS quantity_e4 FROM bill_usage \
-                 WHERE community_id = $1 AND account_id BETWEEN $2 AND $3 AND usage_period >= $4 AND usage_period < $5 \
+                 WHERE account_id BETWEEN $1 AND $2 AND usage_period >= $3 AND usage_period < $4 \
                  GROUP BY account_id, utility, usage_period",
             )
-            .bind($community_id)
             .bind(lo)
             .bind(hi)
             .bind(period.plus_months(-24).to_string())
@@ -397,9 +398,8 @@ macro_rules! load_chunk {
                 }
             }
             let billed: Vec<i64> = sqlx::query_scalar(
-                "SELECT account_id FROM bills WHERE community_id = $1 AND account_id BETWEEN $2 AND $3 AND period = $4 AND kind = 'regular'",
+                "SELECT account_id FROM bills WHERE account_id BETWEEN $1 AND $2 AND period = $3 AND kind = 'regular'",
             )
-            .bind($community_id)
             .bind(lo)
             .bind(hi)
             .bind(period.to_string())
@@ -565,6 +565,17 @@ struct ToWrite {
 /// The ledger entry of a bill's issue (none for a bill whose lines net to zero everywhere).
 fn issue_entry(bill_id: i64, account_id: i64, plan: &BillPlan, date: NaiveDate, actor: &str) -> Option<JournalEntry> {
     let mut credits: BTreeMap<String, i64> = BTreeMap::new();
+    credits_of(plan, &mut credits);
+    let mut lines = vec![(LedgerAccount::Receivable { account_id }, plan.total)];
+    for (code, amount) in credits {
+        lines.push((account_for_code(&code), Fen::new(-amount)));
+    }
+    lines.retain(|(_, a)| !a.is_zero());
+    JournalEntry::new("bill.issue", format!("bill:{bill_id}"), date, actor, lines).ok()
+}
+
+/// The credit side of a bill's lines: per ledger account code, the amount (positive).
+fn credits_of(plan: &BillPlan, credits: &mut BTreeMap<String, i64>) {
     for l in &plan.lines {
         let code = match (&l.ledger_code, l.utility) {
             (Some(c), _) => c.clone(),
@@ -573,19 +584,58 @@ fn issue_entry(bill_id: i64, account_id: i64, plan: &BillPlan, date: NaiveDate, 
         };
         *credits.entry(code).or_default() += l.amount.get();
     }
-    let mut lines = vec![(LedgerAccount::Receivable { account_id }, plan.total)];
-    for (code, amount) in credits {
-        let acct = if let Some(u) = code.strip_prefix("revenue:").and_then(|u| u.parse::<Utility>().ok()) {
-            LedgerAccount::Revenue { utility: u }
-        } else if let Some(name) = code.strip_prefix("payable:") {
-            LedgerAccount::Payable { name: name.to_string() }
-        } else {
-            LedgerAccount::Suspense
-        };
-        lines.push((acct, Fen::new(-amount)));
+}
+
+fn account_for_code(code: &str) -> LedgerAccount {
+    if let Some(u) = code.strip_prefix("revenue:").and_then(|u| u.parse::<Utility>().ok()) {
+        LedgerAccount::Revenue { utility: u }
+    } else if let Some(name) = code.strip_prefix("payable:") {
+        LedgerAccount::Payable { name: name.to_string() }
+    } else {
+        LedgerAccount::Suspense
     }
+}
+
+/// The issue of a bill run chunk as one entry, kind `bills.issue`, reference
+/// `run:{run}:after:{account}`: debit each account's receivable by its new bills, credit each
+/// revenue or payable account by its lines.
+fn issue_batch_entry<'a>(
+    run_id: i64,
+    after_account: i64,
+    period: Period,
+    bills: impl Iterator<Item = (i64, i64, &'a BillPlan)>,
+    date: NaiveDate,
+    actor: &str,
+) -> Option<JournalEntry> {
+    let mut debits: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut credits: BTreeMap<String, i64> = BTreeMap::new();
+    let (mut first, mut last, mut n) = (i64::MAX, 0i64, 0usize);
+    for (id, account, plan) in bills {
+        *debits.entry(account).or_default() += plan.total.get();
+        credits_of(plan, &mut credits);
+        first = first.min(id);
+        last = last.max(id);
+        n += 1;
+    }
+    let mut lines: Vec<(LedgerAccount, Fen)> = debits
+        .into_iter()
+        .map(|(a, v)| (LedgerAccount::Receivable { account_id: a }, Fen::new(v)))
+        .collect();
+    lines.extend(credits.into_iter().map(|(c, v)| (account_for_code(&c), Fen::new(-v))));
     lines.retain(|(_, a)| !a.is_zero());
-    JournalEntry::new("bill.issue", format!("bill:{bill_id}"), date, actor, lines).ok()
+    JournalEntry::new(
+        "bills.issue",
+        format!("run:{run_id}:after:{after_account}"),
+        date,
+        actor,
+        lines,
+    )
+    .ok()
+    .map(|e| {
+        e.with_memo(format!(
+            "bill run {run_id} for {period}: {n} bills, ids {first} to {last}"
+        ))
+    })
 }
 
 /// Post many balanced entries inside an open transaction: ledger accounts first, then every
@@ -605,32 +655,44 @@ macro_rules! post_entries_batch_in_tx {
         }
         let list: Vec<(String, (&'static str, String))> = accounts.into_iter().collect();
         let mut ids: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-        for chunk in list.chunks($crate::store::bills::ROWS) {
-            let mut qb = sqlx::QueryBuilder::new("INSERT INTO ledger_accounts (code, kind, name, created_at) ");
-            qb.push_values(chunk, |mut b, (code, (kind, name))| {
-                b.push_bind(code.clone())
-                    .push_bind(*kind)
-                    .push_bind(name.clone())
-                    .push_bind($now);
-            });
-            qb.push(" ON CONFLICT (code) DO NOTHING");
-            qb.build()
-                .execute(&mut *$tx)
-                .await
-                .map_err(|e| $crate::store::StoreError::db(what, e))?;
-            let mut qb = sqlx::QueryBuilder::new("SELECT id, code FROM ledger_accounts WHERE code IN (");
-            let mut sep = qb.separated(", ");
-            for (code, _) in chunk {
-                sep.push_bind(code.clone());
+        // Known accounts are looked up; only the missing ones are inserted, then looked up.
+        for round in 0..2 {
+            let missing: Vec<&(String, (&'static str, String))> =
+                list.iter().filter(|(code, _)| !ids.contains_key(code)).collect();
+            if missing.is_empty() {
+                break;
             }
-            qb.push(")");
-            let rows: Vec<(i64, String)> = qb
-                .build_query_as()
-                .fetch_all(&mut *$tx)
-                .await
-                .map_err(|e| $crate::store::StoreError::db(what, e))?;
-            for (id, code) in rows {
-                ids.insert(code, id);
+            if round == 1 {
+                for chunk in missing.chunks($crate::store::bills::ROWS) {
+                    let mut qb = sqlx::QueryBuilder::new("INSERT INTO ledger_accounts (code, kind, name, created_at) ");
+                    qb.push_values(chunk, |mut b, (code, (kind, name))| {
+                        b.push_bind(code.clone())
+                            .push_bind(*kind)
+                            .push_bind(name.clone())
+                            .push_bind($now);
+                    });
+                    qb.push(" ON CONFLICT (code) DO NOTHING");
+                    qb.build()
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(|e| $crate::store::StoreError::db(what, e))?;
+                }
+            }
+            for chunk in missing.chunks($crate::store::bills::ROWS) {
+                let mut qb = sqlx::QueryBuilder::new("SELECT id, code FROM ledger_accounts WHERE code IN (");
+                let mut sep = qb.separated(", ");
+                for (code, _) in chunk {
+                    sep.push_bind(code.clone());
+                }
+                qb.push(")");
+                let rows: Vec<(i64, String)> = qb
+                    .build_query_as()
+                    .fetch_all(&mut *$tx)
+                    .await
+                    .map_err(|e| $crate::store::StoreError::db(what, e))?;
+                for (id, code) in rows {
+                    ids.insert(code, id);
+                }
             }
         }
         let mut lines: Vec<(uuid::Uuid, i32, i64, i64)> = Vec::new();
@@ -713,6 +775,7 @@ macro_rules! write_bills_in_tx {
                 );
             }
         }
+        let t_phase = std::time::Instant::now();
         let mut lines: Vec<(i64, i32, &LineDraft)> = Vec::new();
         for (w, id) in bills.iter().zip(&ids) {
             for (i, l) in w.plan.lines.iter().enumerate() {
@@ -742,6 +805,7 @@ macro_rules! write_bills_in_tx {
             });
             qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
         }
+        let lines_ms = t_phase.elapsed().as_millis();
         let mut reads = Vec::new();
         let mut usage = Vec::new();
         for (w, id) in bills.iter().zip(&ids) {
@@ -775,6 +839,7 @@ macro_rules! write_bills_in_tx {
             });
             qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
         }
+        let reads_ms = t_phase.elapsed().as_millis() - lines_ms;
         for chunk in usage.chunks(ROWS) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO bill_usage (bill_id, community_id, account_id, utility, usage_period, tier_year_start, quantity_e4, estimated) ",
@@ -791,6 +856,7 @@ macro_rules! write_bills_in_tx {
             });
             qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
         }
+        let usage_ms = t_phase.elapsed().as_millis() - lines_ms - reads_ms;
         for chunk in ids.chunks(ROWS) {
             let mut qb = sqlx::QueryBuilder::new("UPDATE bills SET status = 'issued', issued_at = ");
             qb.push_bind($now);
@@ -802,6 +868,7 @@ macro_rules! write_bills_in_tx {
             qb.push(")");
             qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
         }
+        tracing::trace!(lines_ms, reads_ms, usage_ms, issue_ms = t_phase.elapsed().as_millis() - lines_ms - reads_ms - usage_ms, "bill writes");
         ids
     }};
 }
@@ -1357,7 +1424,10 @@ impl Store {
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| StoreError::db("locking the community for a bill run", e))?;
+                    let t_load = std::time::Instant::now();
                     let data = load_chunk!(tx, c.id, after, chunk, opts.period);
+                    let load_ms = t_load.elapsed().as_millis();
+                    let t_plan = std::time::Instant::now();
                     let Some(last) = data.accounts.last().map(|a| a.id) else {
                         break 'chunk Ok::<_, StoreError>((None, CommunityRun::default()));
                     };
@@ -1449,10 +1519,13 @@ impl Store {
                             alerts.push((a.id, al));
                         }
                     }
+                    let plan_ms = t_plan.elapsed().as_millis();
                     if opts.dry_run || to_write.is_empty() {
                         break 'chunk Ok((Some(last), counts));
                     }
+                    let t_write = std::time::Instant::now();
                     let ids = write_bills_in_tx!(tx, c.id, &to_write, due, run_id, actor, now);
+                    let bills_ms = t_write.elapsed().as_millis();
                     // Meters' billing state, pointing at each account's regular bill.
                     let regular_of: HashMap<i64, i64> = to_write
                         .iter()
@@ -1512,14 +1585,24 @@ impl Store {
                             .await
                             .map_err(|e| StoreError::db("recording usage alerts", e))?;
                     }
+                    let state_ms = t_write.elapsed().as_millis() - bills_ms;
                     // The ledger: each bill's issue.
                     let date = cst_date(now);
-                    let entries: Vec<JournalEntry> = to_write
-                        .iter()
-                        .zip(&ids)
-                        .filter_map(|(w, id)| issue_entry(*id, w.account_id, &w.plan, date, actor))
-                        .collect();
+                    // One entry for the chunk's bills: a debit per account, a credit per revenue
+                    // or payable account (per bill, it would be six journal rows for each).
+                    let entries: Vec<JournalEntry> = issue_batch_entry(
+                        run_id.unwrap_or_default(),
+                        after,
+                        opts.period,
+                        to_write.iter().zip(&ids).map(|(w, id)| (*id, w.account_id, &w.plan)),
+                        date,
+                        actor,
+                    )
+                    .into_iter()
+                    .collect();
                     post_entries_batch_in_tx!(tx, &entries, now);
+                    let ledger_ms = t_write.elapsed().as_millis() - bills_ms - state_ms;
+                    tracing::trace!(state_ms, ledger_ms, "bill run writes");
                     // Credit notes from re-rating, then credit held for the customer settles new bills.
                     let mut noted: BTreeSet<i64> = BTreeSet::new();
                     for (w, id) in to_write.iter().zip(&ids) {
@@ -1611,6 +1694,14 @@ impl Store {
                         );
                     }
                     post_entries_batch_in_tx!(tx, &credit_entries, now);
+                    tracing::debug!(
+                        accounts = counts.accounts,
+                        load_ms,
+                        plan_ms,
+                        bills_ms,
+                        rest_ms = t_write.elapsed().as_millis() - bills_ms,
+                        "bill run chunk"
+                    );
                     Ok((Some(last), counts))
                 })?;
                 let Some(last) = last else { break };

@@ -281,7 +281,9 @@ impl Store {
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
         let sql = match self.backend {
             Backend::Sqlite { .. } => "PRAGMA optimize",
-            Backend::Postgres(_) => "ANALYZE meters; ANALYZE readings",
+            Backend::Postgres(_) => {
+                "ANALYZE meters; ANALYZE readings; ANALYZE accounts; ANALYZE bills; ANALYZE bill_usage; ANALYZE meter_bill_state"
+            }
         };
         on_write!(self, |pool| {
             sqlx::raw_sql(sql)

@@ -81,12 +81,23 @@ async fn rerunning_a_period_never_duplicates_and_a_dry_run_writes_nothing() {
     assert_eq!(s.list_bills(&Default::default()).await.unwrap().len(), 2);
     assert_eq!(s.entry_count().await.unwrap(), entries, "no second posting");
     let b = bill(s, &c, "A1", "2026-02").await;
-    let issue = s.entry_lines("bill.issue", &format!("bill:{}", b.id)).await.unwrap();
+    let run_id = first.communities[0].run_id.unwrap();
+    let issue = s
+        .entry_lines("bills.issue", &format!("run:{run_id}:after:0"))
+        .await
+        .unwrap();
+    let a2 = account_id(s, &c, "A2").await;
     assert_eq!(
-        issue.iter().map(|l| l.amount_fen).collect::<Vec<_>>(),
-        vec![5000, -5000]
+        issue
+            .iter()
+            .map(|l| (l.account_code.clone(), l.amount_fen))
+            .collect::<Vec<_>>(),
+        vec![
+            (format!("receivable:{}", b.account_id), 5000),
+            (format!("receivable:{a2}"), 5000),
+            ("revenue:electricity".into(), -10000)
+        ]
     );
-    assert_eq!(issue[1].account_code, "revenue:electricity");
 }
 
 #[tokio::test]

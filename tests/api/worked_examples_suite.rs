@@ -171,14 +171,33 @@ async fn e3_water_components_bill_190_00_and_post_pass_through_charges_to_payabl
         ]
     );
     assert_eq!(b.total_fen, 19000, "190.00 = 10 × 5 + 20 × 7");
-    let entry = s.entry_lines("bill.issue", &format!("bill:{}", b.id)).await.unwrap();
-    let by: std::collections::BTreeMap<String, i64> =
-        entry.iter().map(|l| (l.account_code.clone(), l.amount_fen)).collect();
+    // The run's issue entry: receivable debited, the supplier's part to revenue, the government's
+    // parts to their payables.
+    let r = run(s, "E3", "2026-10", None, cst(2026, 11, 1, 9)).await;
+    assert_eq!(r.communities[0].bills_issued, 0);
     let a = account_id(s, &c, "A1").await;
-    assert_eq!(by[&format!("receivable:{a}")], 19000);
-    assert_eq!(by["revenue:water"], -10210);
-    assert_eq!(by["payable:water_resource"], -4710);
-    assert_eq!(by["payable:sewage"], -4080);
+    let bal = |acct: LedgerAccount| async move { s.balance(&acct).await.unwrap().get() };
+    // Both bills: August (170 m³, all tier 1) and September.
+    let aug = 170 * 207 + 170 * 157 + 170 * 136;
+    assert_eq!(bal(LedgerAccount::Receivable { account_id: a }).await, aug + 19000);
+    assert_eq!(
+        bal(LedgerAccount::Revenue {
+            utility: meterpay::domain::ids::Utility::Water
+        })
+        .await,
+        -(170 * 207 + 10210)
+    );
+    assert_eq!(
+        bal(LedgerAccount::Payable {
+            name: "water_resource".into()
+        })
+        .await,
+        -(170 * 157 + 4710)
+    );
+    assert_eq!(
+        bal(LedgerAccount::Payable { name: "sewage".into() }).await,
+        -(170 * 136 + 4080)
+    );
 }
 
 #[tokio::test]
