@@ -43,6 +43,31 @@ enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// Bill runs and bills.
+    Bills {
+        #[command(subcommand)]
+        command: BillsCommand,
+    },
+    /// Tariffs (effective-dated versions per community and utility).
+    Tariffs {
+        #[command(subcommand)]
+        command: TariffsCommand,
+    },
+    /// Customer accounts.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Arrears and late fees.
+    Arrears {
+        #[command(subcommand)]
+        command: ArrearsCommand,
+    },
+    /// Usage alerts (预警): usage far above an account's history, stopped meters.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Staff API tokens.
     Tokens {
         #[command(subcommand)]
@@ -135,6 +160,106 @@ enum ReadingsCommand {
         #[arg(long)]
         report: Option<PathBuf>,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BillsCommand {
+    /// Bill a period: one bill per account (re-running never duplicates), adjustment bills for
+    /// re-rated estimates, posted to the ledger as issued.
+    Run {
+        /// The billing month, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// Only this community (by code); default: every community.
+        #[arg(long)]
+        community: Option<String>,
+        /// Compute and report; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Due date of every bill of this run (default: the community's setting).
+        #[arg(long)]
+        due: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a bill with its lines, readings, tier breakdown, late fees and payments.
+    Show {
+        /// The bill id; or give --community, --account and --period.
+        id: Option<i64>,
+        #[arg(long)]
+        community: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        period: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TariffsCommand {
+    /// Add the versions in a TOML tariff file (format: see README); all or none.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a community's tariff versions.
+    List {
+        #[arg(long)]
+        community: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountsCommand {
+    /// Import accounts from CSV or XLSX (code, name, building, unit, door_no, phone, mobile,
+    /// email, meters, …); a report per row.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        community: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArrearsCommand {
+    /// Accounts with overdue bills: amount, late fee, days overdue, credit rating.
+    List {
+        #[arg(long)]
+        community: String,
+        /// Default: today (China time).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accrue late fees through a day now (the nightly job does this at 00:30 for yesterday).
+    Accrue {
+        /// Default: yesterday (China time).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertsCommand {
+    /// List usage alerts of a community.
+    List {
+        #[arg(long)]
+        community: String,
+        #[arg(long)]
+        period: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -277,6 +402,85 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("key id: {key_id}\nsecret: {secret}\n(store the secret in the device now; it is not shown again)");
             Ok(())
         }
+        Command::Bills { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = bills_command(&store, command).await;
+            store.close().await;
+            out
+        }
+        Command::Tariffs { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = tariffs_command(&store, command).await;
+            store.close().await;
+            out
+        }
+        Command::Accounts {
+            command: AccountsCommand::Import { file, community, json },
+        } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = async {
+                let c = store
+                    .community_by_code(&community)
+                    .await?
+                    .with_context(|| format!("no community with code {community:?}"))?;
+                let rows = meterpay::billing::accounts_import::read_accounts_file(&file)?;
+                let actor = format!("cli:accounts import {}", file.display());
+                let r = store
+                    .import_accounts(c.id, &rows, &actor, None, chrono::Utc::now())
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!("{}", r.text(&file.display().to_string()));
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            store.close().await;
+            out
+        }
+        Command::Arrears { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = arrears_command(&store, command).await;
+            store.close().await;
+            out
+        }
+        Command::Alerts {
+            command:
+                AlertsCommand::List {
+                    community,
+                    period,
+                    json,
+                },
+        } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = async {
+                let c = store
+                    .community_by_code(&community)
+                    .await?
+                    .with_context(|| format!("no community with code {community:?}"))?;
+                let period = period
+                    .as_deref()
+                    .map(meterpay::domain::Period::parse)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                let rows = store.usage_alerts(c.id, period).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    print!("{}", meterpay::billing::text::alerts_text(&rows));
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            store.close().await;
+            out
+        }
         Command::Tokens {
             command: TokensCommand::Add { name, role },
         } => {
@@ -361,25 +565,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.access.cookie_secure = false;
             }
             meterpay::telemetry::init(&config.log);
+            if no_serve {
+                // Nothing is served afterwards: any free port will do for the demo's own pushes.
+                config.http.listen = "127.0.0.1:0".into();
+            }
             let store = startup::open_store(&config).await?;
-            let summary = meterpay::demo::seed(&store).await?;
+            let database = meterpay::config::redact_url(config.database_url());
+            let app = Application::build_with_store(config, store.clone()).await?;
+            let base = format!("http://{}", app.addr());
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(app.run_until(async move {
+                let _ = stop_rx.await;
+            }));
+            let summary = match meterpay::demo::run(&store, &base).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = stop_tx.send(());
+                    let _ = server.await;
+                    return Err(e);
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                println!("meterpay demo");
-                println!(
-                    "  community  {} ({}) — {}",
-                    summary.community_name,
-                    summary.community_code,
-                    if summary.created {
-                        "created"
-                    } else {
-                        "already there, reused"
-                    }
-                );
-                println!("  accounts   {}", summary.accounts);
-                println!("  meters     {}", summary.meters);
-                println!("  database   {}", meterpay::config::redact_url(config.database_url()));
+                print!("{}", summary.text(&database));
             }
             if !json {
                 println!("  staff sign-in (demo only; password {}):", summary.staff_password);
@@ -388,19 +597,186 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             if no_serve {
-                store.close().await;
-                return Ok(());
+                let _ = stop_tx.send(());
+                return server.await.context("the demo server task")?;
             }
-            let app = Application::build_with_store(config, store).await?;
-            let base = format!("http://{}", app.addr());
             if !json {
                 println!();
                 println!("  serving    {base}");
                 println!("  health     {base}/healthz   readiness {base}/readyz   metrics {base}/metrics");
                 println!("  sign in    {base}/staff/sign-in");
+                println!("  bills      {base}/api/v1/bills?community=DEMO (Authorization: Bearer <token from `meterpay tokens add`>)");
                 println!("  stop with Ctrl-C");
             }
-            app.run_until(startup::shutdown_signal()).await
+            startup::shutdown_signal().await;
+            let _ = stop_tx.send(());
+            server.await.context("the demo server task")?
+        }
+    }
+}
+
+async fn bills_command(store: &meterpay::store::Store, command: BillsCommand) -> anyhow::Result<()> {
+    match command {
+        BillsCommand::Run {
+            period,
+            community,
+            dry_run,
+            due,
+            json,
+        } => {
+            let period = meterpay::domain::Period::parse(&period).map_err(anyhow::Error::msg)?;
+            let mut opts = meterpay::store::bills::RunOptions::new(period);
+            opts.community = community;
+            opts.dry_run = dry_run;
+            opts.due_date = due;
+            let bar = indicatif::ProgressBar::new_spinner();
+            if json {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            } else {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} billing {pos} accounts ({per_sec})")
+                        .expect("valid template"),
+                );
+            }
+            let report = store
+                .run_bills(&opts, "cli:bills run", None, chrono::Utc::now(), &|n| {
+                    bar.set_position(n as u64)
+                })
+                .await?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.text());
+            }
+            Ok(())
+        }
+        BillsCommand::Show {
+            id,
+            community,
+            account,
+            period,
+            json,
+        } => {
+            let id = match (id, community, account, period) {
+                (Some(id), _, _, _) => id,
+                (None, Some(c), Some(a), Some(p)) => {
+                    let c = store
+                        .community_by_code(&c)
+                        .await?
+                        .with_context(|| format!("no community with code {c:?}"))?;
+                    let acct = store
+                        .account_by_code(c.id, &a)
+                        .await?
+                        .with_context(|| format!("no account {a:?} in {}", c.code))?;
+                    let p = meterpay::domain::Period::parse(&p).map_err(anyhow::Error::msg)?;
+                    store
+                        .bill_id_for(acct.id, p)
+                        .await?
+                        .with_context(|| format!("account {a} has no bill for {p}"))?
+                }
+                _ => anyhow::bail!("give a bill id, or --community, --account and --period"),
+            };
+            let b = store.bill_detail(id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                print!("{}", meterpay::billing::text::bill_text(&b));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn tariffs_command(store: &meterpay::store::Store, command: TariffsCommand) -> anyhow::Result<()> {
+    match command {
+        TariffsCommand::Import { file, json } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let parsed = meterpay::store::tariffs::TariffFile::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let actor = format!("cli:tariffs import {}", file.display());
+            let r = store
+                .add_tariff_versions(&parsed.tariff, &actor, None, chrono::Utc::now())
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{}: {} versions added, {} already there",
+                    file.display(),
+                    r.added.len(),
+                    r.unchanged
+                );
+                for v in &r.added {
+                    println!(
+                        "  {} {} {} from {} ({})",
+                        v.id, v.utility, v.customer_class, v.effective_from, v.name
+                    );
+                }
+            }
+            Ok(())
+        }
+        TariffsCommand::List { community, json } => {
+            let c = store
+                .community_by_code(&community)
+                .await?
+                .with_context(|| format!("no community with code {community:?}"))?;
+            let vs = store.tariff_versions(c.id, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vs)?);
+            } else {
+                for v in &vs {
+                    println!(
+                        "{:>4} {:<12} {:<16} {} → {}  {} tiers {} ({})",
+                        v.id,
+                        v.utility,
+                        v.customer_class,
+                        v.effective_from,
+                        v.effective_to.map(|d| d.to_string()).unwrap_or_else(|| "…".into()),
+                        v.tier_basis.as_str(),
+                        v.definition.tiers(),
+                        v.name
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn arrears_command(store: &meterpay::store::Store, command: ArrearsCommand) -> anyhow::Result<()> {
+    let today = meterpay::domain::period::cst_date(chrono::Utc::now());
+    match command {
+        ArrearsCommand::List { community, as_of, json } => {
+            let c = store
+                .community_by_code(&community)
+                .await?
+                .with_context(|| format!("no community with code {community:?}"))?;
+            let rows = store.arrears(c.id, as_of.unwrap_or(today)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", meterpay::billing::text::arrears_text(&rows));
+            }
+            Ok(())
+        }
+        ArrearsCommand::Accrue { as_of, json } => {
+            let as_of = as_of.unwrap_or(today - chrono::Duration::days(1));
+            let r = store
+                .accrue_late_fees(as_of, None, "cli:arrears accrue", chrono::Utc::now())
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "late fees through {as_of}: {} bills checked, {} postings, {} accrued, {} reversed",
+                    r.bills_checked,
+                    r.postings,
+                    meterpay::domain::Fen::new(r.accrued_fen),
+                    meterpay::domain::Fen::new(r.reversed_fen)
+                );
+            }
+            Ok(())
         }
     }
 }

@@ -35,15 +35,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// The jobs every instance's clock fires. Later steps add theirs here.
 pub fn cron_jobs() -> anyhow::Result<Vec<CronJob>> {
-    Ok(vec![CronJob::new(
-        "queue.heartbeat",
-        "0 */5 * * * *",
-        |store, at| async move {
+    Ok(vec![
+        crate::store::arrears::late_fee_job()?,
+        CronJob::new("queue.heartbeat", "0 */5 * * * *", |store, at| async move {
             let counts = store.task_counts().await?;
             tracing::info!(scheduled_for = %at, ?counts, "task queue heartbeat");
             Ok(())
-        },
-    )?])
+        })?,
+    ])
 }
 
 /// The task handlers this process runs. Later steps add theirs here.

@@ -9,6 +9,7 @@
 //! | `read_at` | `抄表时间` | yes | RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in China Standard Time |
 //! | `value` | `读数` | yes | the register value, a decimal with at most four places |
 //! | `kind` | `读数类型` | no | `actual` (default), `estimated`, `final`, `initial` |
+//! | `peak`, `valley`, `flat`, `sharp` | `峰`, `谷`, `平`, `尖` | no | time-of-use register values |
 //!
 //! A file that cannot be read, or lacks a required column, is refused before anything is
 //! stored. Row problems are reported per row (refused with the reason) and the other rows go
@@ -45,16 +46,22 @@ pub struct FileRow {
     pub reading: Result<IncomingReading, String>,
 }
 
-const COLUMNS: [(&str, &[&str], bool); 5] = [
+const COLUMNS: [(&str, &[&str], bool); 9] = [
     ("meter_no", &["meter_no", "meter", "表号"], true),
     ("utility", &["utility", "类型", "表类型"], true),
     ("read_at", &["read_at", "抄表时间", "time"], true),
     ("value", &["value", "reading", "读数", "本月读数"], true),
     ("kind", &["kind", "读数类型"], false),
+    ("sharp", &["sharp", "尖"], false),
+    ("peak", &["peak", "峰"], false),
+    ("flat", &["flat", "平"], false),
+    ("valley", &["valley", "谷"], false),
 ];
 
-fn column_positions(path: &str, header: &[String]) -> Result<[Option<usize>; 5], ImportError> {
-    let mut pos = [None; 5];
+type Positions = [Option<usize>; 9];
+
+fn column_positions(path: &str, header: &[String]) -> Result<Positions, ImportError> {
+    let mut pos = [None; 9];
     for (i, (name, aliases, required)) in COLUMNS.iter().enumerate() {
         pos[i] = header.iter().position(|h| {
             aliases
@@ -114,7 +121,7 @@ pub fn normalise_time(text: &str) -> Result<String, String> {
     Err(format!("read_at {t:?} is not a time (RFC 3339 or YYYY-MM-DD HH:MM:SS)"))
 }
 
-fn row_from_fields(fields: &[String], pos: &[Option<usize>; 5]) -> Result<IncomingReading, String> {
+fn row_from_fields(fields: &[String], pos: &Positions) -> Result<IncomingReading, String> {
     let get = |i: usize| {
         pos[i]
             .and_then(|p| fields.get(p))
@@ -127,6 +134,13 @@ fn row_from_fields(fields: &[String], pos: &[Option<usize>; 5]) -> Result<Incomi
         read_at: normalise_time(&get(2))?,
         value: serde_json::Value::String(get(3)),
         kind: pos[4].map(|_| get(4)).filter(|k| !k.is_empty()),
+        registers: {
+            let regs: std::collections::BTreeMap<String, serde_json::Value> = (5..9)
+                .filter(|&i| pos[i].is_some() && !get(i).is_empty())
+                .map(|i| (COLUMNS[i].0.to_string(), serde_json::Value::String(get(i))))
+                .collect();
+            (!regs.is_empty()).then_some(regs)
+        },
     })
 }
 

@@ -3,8 +3,10 @@
 //! in-process; [`error::ApiError`] is the one place errors become HTTP responses.
 
 pub mod auth;
+pub mod billing;
 pub mod error;
 pub mod health;
+pub mod idempotent;
 pub mod metrics;
 pub mod pages;
 pub mod readings;
@@ -48,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .merge(staff_admin::router())
         .merge(pages::router())
         .merge(reminders::router())
+        .merge(billing::router())
         .fallback(error::not_found)
         // Resolves the session cookie and enforces CSRF on every route (see `auth`).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_layer))

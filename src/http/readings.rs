@@ -4,7 +4,10 @@
 //!   `{"readings": [{"meter_no", "utility", "read_at", "value", "kind"}]}`; answers 200 with an
 //!   outcome per reading (accepted, held, duplicate, refused with its reason).
 //! - `GET /api/v1/readings/held[?community=CODE]` — operators: the review queue.
-//! - `POST /api/v1/readings/{id}/accept|reject` with `{"note": "…"}` — operators decide.
+//! - `POST /api/v1/readings/{id}/accept|reject` with `{"note": "…"}` — operators decide
+//!   (audited with the note; accepts `Idempotency-Key`). Accepting a reading that went
+//!   backwards confirms a rollover; a meter replacement goes through `/api/v1/meters/{id}/replace`.
+//! - `GET /api/v1/meters/{id}/readings` — a meter's readings with their status, for review.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -27,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/readings/held", get(list_held))
         .route("/api/v1/readings/{id}/accept", post(accept))
         .route("/api/v1/readings/{id}/reject", post(reject))
+        .route("/api/v1/meters/{id}/readings", get(meter_readings))
 }
 
 /// Most readings one push may carry.
@@ -135,38 +139,67 @@ struct Decision {
     note: String,
 }
 
+async fn meter_readings(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<crate::store::readings::ReadingRow>>, ApiError> {
+    staff.require(&["operator", "read_only", "finance"])?;
+    Ok(Json(state.store.readings_of_meter(id).await?))
+}
+
 async fn decide(
     state: AppState,
     staff: Staff,
+    headers: HeaderMap,
     id: i64,
-    body: Decision,
+    body: Bytes,
     accept: bool,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     staff.require(&["operator"])?;
-    if body.note.trim().is_empty() {
-        return Err(ApiError::BadRequest("a note saying why is required".into()));
-    }
-    let row = state
-        .store
-        .review_reading(id, accept, &staff.actor(), body.note.trim(), Utc::now())
-        .await?;
-    Ok(Json(serde_json::json!({"id": row.id, "status": row.status})))
+    let actor = staff.actor();
+    let scope = format!("readings.{}:{id}", if accept { "accept" } else { "reject" });
+    super::idempotent::once(&state, &headers, &scope, &actor, &body, || async {
+        let body: Decision = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("body is not {{\"note\": \"…\"}}: {e}")))?;
+        if body.note.trim().is_empty() {
+            return Err(ApiError::BadRequest("a note saying why is required".into()));
+        }
+        let row = state
+            .store
+            .review_reading(
+                id,
+                accept,
+                &actor,
+                body.note.trim(),
+                super::idempotent::request_id(&headers).as_deref(),
+                Utc::now(),
+            )
+            .await?;
+        Ok((
+            axum::http::StatusCode::OK,
+            serde_json::json!({"id": row.id, "status": row.status}),
+        ))
+    })
+    .await
 }
 
 async fn accept(
     State(state): State<AppState>,
     staff: Staff,
+    headers: HeaderMap,
     Path(id): Path<i64>,
-    Json(body): Json<Decision>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    decide(state, staff, id, body, true).await
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    decide(state, staff, headers, id, body, true).await
 }
 
 async fn reject(
     State(state): State<AppState>,
     staff: Staff,
+    headers: HeaderMap,
     Path(id): Path<i64>,
-    Json(body): Json<Decision>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    decide(state, staff, id, body, false).await
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    decide(state, staff, headers, id, body, false).await
 }

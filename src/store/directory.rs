@@ -40,6 +40,12 @@ pub struct Account {
     pub credit_rating: String,
     pub payment_mode: String,
     pub status: String,
+    /// `residential` or `non_residential` (late-fee rates, tariffs by class).
+    pub customer_class: String,
+    /// When the account was opened (pro-rates annual tiers in its first tier year).
+    pub opened_on: Option<NaiveDate>,
+    /// Prepaid reminders: the credit balance (fen) below which to remind.
+    pub low_balance_fen: Option<i64>,
 }
 
 /// What it takes to open an account at an address.
@@ -94,7 +100,8 @@ pub struct NewMeter {
 
 const COMMUNITY_COLS: &str = "id, code, name, timezone";
 const ACCOUNT_COLS: &str =
-    "id, community_id, premises_id, code, name, phone, mobile, email, credit_rating, payment_mode, status";
+    "id, community_id, premises_id, code, name, phone, mobile, email, credit_rating, payment_mode, status, \
+     customer_class, opened_on, low_balance_fen";
 const METER_COLS: &str =
     "id, community_id, account_id, premises_id, meter_no, utility, model, digit_count, multiplier_e4, installed_on, removed_on";
 

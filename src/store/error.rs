@@ -36,6 +36,12 @@ impl StoreError {
                 "journal_entry_sealed",
                 "journal_append_only",
                 "audit_append_only",
+                "bill_sealed",
+                "bill_unbalanced",
+                "bill_immutable",
+                "tariff_version_immutable",
+                "allocation_append_only",
+                "late_fee_append_only",
             ] {
                 if message.contains(tag) {
                     return StoreError::Refused { what, reason: message };

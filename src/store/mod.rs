@@ -15,15 +15,21 @@
 //! runs on both backends and tests control time.
 
 pub mod access;
+pub mod accounts;
+pub mod arrears;
 pub mod audit;
+pub mod billing_settings;
+pub mod bills;
 pub mod directory;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub mod prepaid;
 pub mod readings;
 pub mod users;
 pub mod reminders;
+pub mod tariffs;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -277,7 +283,9 @@ impl Store {
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
         let sql = match self.backend {
             Backend::Sqlite { .. } => "PRAGMA optimize",
-            Backend::Postgres(_) => "ANALYZE meters; ANALYZE readings",
+            Backend::Postgres(_) => {
+                "ANALYZE meters; ANALYZE readings; ANALYZE accounts; ANALYZE bills; ANALYZE bill_usage; ANALYZE meter_bill_state"
+            }
         };
         on_write!(self, |pool| {
             sqlx::raw_sql(sql)

@@ -12,6 +12,7 @@ use crate::billing::readings::{
     check, BatchReport, IncomingReading, MeterFacts, MeterHistory, ParsedReading, PastReading, ReadingKind,
     RolloverRule, RowOutcome, Verdict,
 };
+use crate::domain::tariff::TouPeriod;
 use crate::domain::Quantity;
 
 const CHUNK: usize = 400;
@@ -63,6 +64,7 @@ struct MeterKey {
     community_id: i64,
     digit_count: i32,
     removed_on: Option<NaiveDate>,
+    occupied: bool,
 }
 
 /// One row per meter: its latest valid reading, the oldest of its newest 13 valid readings (or
@@ -72,6 +74,10 @@ const HISTORY_SQL: &str = "SELECT m.id, \
      (SELECT x.value_e4 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_value, \
      (SELECT x.kind FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_kind, \
      (SELECT x.rollover FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_rollover, \
+     (SELECT x.steady_since FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_steady_since, \
+     (SELECT x.read_at FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_at, \
+     (SELECT x.value_e4 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_value, \
+     (SELECT x.kind FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_kind, \
      COALESCE((SELECT x.read_at FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1 OFFSET 12), \
               (SELECT x.read_at FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at LIMIT 1)) AS start_at, \
      COALESCE((SELECT x.value_e4 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1 OFFSET 12), \
@@ -87,6 +93,10 @@ struct HistSummary {
     last_value: Option<i64>,
     last_kind: Option<String>,
     last_rollover: Option<bool>,
+    last_steady_since: Option<DateTime<Utc>>,
+    actual_at: Option<DateTime<Utc>>,
+    actual_value: Option<i64>,
+    actual_kind: Option<String>,
     start_at: Option<DateTime<Utc>>,
     start_value: Option<i64>,
     window_count: i64,
@@ -113,16 +123,37 @@ impl HistSummary {
             }),
             _ => None,
         };
+        let last_actual = match (self.actual_at, self.actual_value) {
+            (Some(at), Some(v)) => Some(PastReading {
+                read_at: at,
+                value: Quantity::from_scaled(v),
+                kind: kind_of(self.actual_kind.as_deref().unwrap_or("actual")),
+                rollover: false,
+            }),
+            _ => None,
+        };
         MeterHistory {
             last,
             window_start,
             count: self.window_count.max(0) as usize,
+            last_actual,
+            steady_since: self.last_steady_since,
         }
     }
 }
 
-/// (input index, meter id, read time, value, kind, rollover, hold reason)
-type ToInsert = (usize, i64, DateTime<Utc>, Quantity, ReadingKind, bool, Option<String>);
+/// A reading about to be stored.
+struct ToInsert {
+    index: usize,
+    meter_id: i64,
+    read_at: DateTime<Utc>,
+    value: Quantity,
+    kind: ReadingKind,
+    rollover: bool,
+    hold: Option<String>,
+    steady_since: Option<DateTime<Utc>>,
+    registers: Vec<(TouPeriod, Quantity)>,
+}
 
 fn kind_of(s: &str) -> ReadingKind {
     s.parse().unwrap_or(ReadingKind::Actual)
@@ -163,7 +194,8 @@ impl Store {
             let mut meters: HashMap<(String, String), MeterKey> = HashMap::new();
             for chunk in numbers.chunks(CHUNK) {
                 let sql = format!(
-                    "SELECT id, utility, meter_no, community_id, digit_count, removed_on FROM meters WHERE meter_no IN ({})",
+                    "SELECT m.id, m.utility, m.meter_no, m.community_id, m.digit_count, m.removed_on, COALESCE(p.occupied, TRUE) AS occupied \
+                     FROM meters m LEFT JOIN premises p ON p.id = m.premises_id WHERE m.meter_no IN ({})",
                     placeholders(1, chunk.len())
                 );
                 let mut q = sqlx::query_as::<_, MeterKey>(sqlx::AssertSqlSafe(sql));
@@ -274,6 +306,7 @@ impl Store {
                     id: meter.id,
                     digit_count: meter.digit_count,
                     removed_on: meter.removed_on,
+                    occupied: meter.occupied,
                 };
                 let hist = history.entry(meter.id).or_default();
                 let out_of_order = hist.last.as_ref().is_some_and(|last| p.read_at <= last.read_at)
@@ -284,7 +317,8 @@ impl Store {
                     check(&facts, hist, p, &rule)
                 };
                 pending.insert((meter.id, p.read_at), (i, p.value, p.kind));
-                match verdict {
+                let steady_since = hist.steady_since_for(p.value);
+                let (rollover, hold) = match verdict {
                     Verdict::Accept { rollover } => {
                         hist.push(PastReading {
                             read_at: p.read_at,
@@ -292,29 +326,39 @@ impl Store {
                             kind: p.kind,
                             rollover,
                         });
-                        to_insert.push((i, meter.id, p.read_at, p.value, p.kind, rollover, None));
+                        (rollover, None)
                     }
-                    Verdict::Hold(reason) => {
-                        to_insert.push((i, meter.id, p.read_at, p.value, p.kind, false, Some(reason)));
-                    }
-                }
+                    Verdict::Hold(reason) => (false, Some(reason)),
+                };
+                to_insert.push(ToInsert {
+                    index: i,
+                    meter_id: meter.id,
+                    read_at: p.read_at,
+                    value: p.value,
+                    kind: p.kind,
+                    rollover,
+                    hold,
+                    steady_since,
+                    registers: p.registers.iter().map(|(k, v)| (*k, *v)).collect(),
+                });
             }
             progress(parsed.len());
             // 4. Insert, many rows per statement.
             let mut new_ids: HashMap<(i64, DateTime<Utc>), i64> = HashMap::new();
             for chunk in to_insert.chunks(CHUNK) {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, hold_reason, rollover, created_at) ",
+                    "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, hold_reason, rollover, steady_since, created_at) ",
                 );
-                qb.push_values(chunk, |mut b, (_, meter_id, read_at, value, kind, rollover, hold)| {
-                    b.push_bind(*meter_id)
-                        .push_bind(*read_at)
-                        .push_bind(value.to_scaled())
-                        .push_bind(kind.as_str())
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.meter_id)
+                        .push_bind(r.read_at)
+                        .push_bind(r.value.to_scaled())
+                        .push_bind(r.kind.as_str())
                         .push_bind(source)
-                        .push_bind(if hold.is_some() { "held" } else { "valid" })
-                        .push_bind(hold.clone())
-                        .push_bind(*rollover)
+                        .push_bind(if r.hold.is_some() { "held" } else { "valid" })
+                        .push_bind(r.hold.clone())
+                        .push_bind(r.rollover)
+                        .push_bind(r.steady_since)
                         .push_bind(now);
                 });
                 qb.push(" RETURNING id, meter_id, read_at");
@@ -327,12 +371,29 @@ impl Store {
                     new_ids.insert((m, t), id);
                 }
             }
-            for (i, meter_id, read_at, _, _, rollover, hold) in to_insert {
-                let id = new_ids.get(&(meter_id, read_at)).copied().unwrap_or_default();
-                outcomes[i] = Some(match hold {
+            let registers: Vec<(i64, TouPeriod, Quantity)> = to_insert
+                .iter()
+                .flat_map(|r| {
+                    let id = new_ids.get(&(r.meter_id, r.read_at)).copied().unwrap_or_default();
+                    r.registers.iter().map(move |(p, v)| (id, *p, *v))
+                })
+                .collect();
+            for chunk in registers.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO reading_registers (reading_id, register, value_e4) ");
+                qb.push_values(chunk, |mut b, (id, p, v)| {
+                    b.push_bind(*id).push_bind(p.as_str()).push_bind(v.to_scaled());
+                });
+                qb.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(what, e))?;
+            }
+            for r in to_insert {
+                let id = new_ids.get(&(r.meter_id, r.read_at)).copied().unwrap_or_default();
+                outcomes[r.index] = Some(match r.hold {
                     None => RowOutcome::Accepted {
                         reading_id: id,
-                        rollover,
+                        rollover: r.rollover,
                     },
                     Some(reason) => RowOutcome::Held { reading_id: id, reason },
                 });
@@ -405,6 +466,7 @@ impl Store {
         accept: bool,
         actor: &str,
         note: &str,
+        request_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ReadingRow, StoreError> {
         let what = "reviewing a held reading";
@@ -436,7 +498,7 @@ impl Store {
                 before: Some(serde_json::json!({"status": "held", "hold_reason": row.hold_reason})),
                 after: Some(serde_json::json!({"status": status})),
                 reason: Some(note.to_string()),
-                request_id: None,
+                request_id: request_id.map(str::to_string),
             };
             insert_audit!(&mut *tx, &rec, now)?;
             Ok(row)

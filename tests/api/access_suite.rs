@@ -752,8 +752,8 @@ async fn serve_creates_no_staff_user_but_the_demo_creates_one_per_role_with_the_
         app.db.store.list_staff_users().await.unwrap().is_empty(),
         "serve starts with no user"
     );
-    let summary = meterpay::demo::seed(&app.db.store).await.unwrap();
-    let again = meterpay::demo::seed(&app.db.store).await.unwrap();
+    let summary = meterpay::demo::run(&app.db.store, &app.address).await.unwrap();
+    let again = meterpay::demo::run(&app.db.store, &app.address).await.unwrap();
     assert_eq!(summary.staff_users, again.staff_users);
     let roles: Vec<&str> = summary.staff_users.iter().map(|(_, r)| r.as_str()).collect();
     assert_eq!(roles, ["admin", "finance", "operator"]);

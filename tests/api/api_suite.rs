@@ -1,7 +1,7 @@
 //! The HTTP surface of the foundation: health, readiness, metrics, request ids, errors, and
 //! graceful shutdown.
 
-use crate::helpers::{spawn_app, TestDb};
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_200_with_the_backend() {
@@ -94,19 +94,58 @@ async fn shutdown_stops_the_server() {
 }
 
 #[tokio::test]
-async fn the_demo_seed_is_idempotent() {
-    let db = TestDb::new().await;
-    let first = meterpay::demo::seed(&db.store).await.unwrap();
-    let second = meterpay::demo::seed(&db.store).await.unwrap();
+async fn the_demo_pushes_signed_readings_bills_them_and_a_second_run_changes_nothing() {
+    let app = crate::helpers::spawn_app().await;
+    let first = meterpay::demo::run(&app.db.store, &app.address).await.unwrap();
     assert!(first.created);
+    assert_eq!(
+        (first.readings_pushed, first.readings_accepted, first.readings_held),
+        (65, 65, 0)
+    );
+    assert_eq!((first.bills_issued, first.adjustment_bills), (30, 1), "{first:?}");
+    assert_ne!(
+        first.settled_from_credit, "0.00",
+        "the prepaid account's bills are settled from its top-up"
+    );
+    let community = app.db.store.community_by_code("DEMO").await.unwrap().unwrap();
+    // The 4-digit register rolled over, and the replaced meter's period bills both meters.
+    let e1002 = app
+        .db
+        .store
+        .meter_by_number("electricity", "E1002")
+        .await
+        .unwrap()
+        .unwrap();
+    let wrapped = app.db.store.readings_of_meter(e1002.id).await.unwrap();
+    assert_eq!(wrapped.iter().filter(|r| r.rollover).count(), 1);
+    let a = app
+        .db
+        .store
+        .account_by_code(community.id, "D-1-2-201")
+        .await
+        .unwrap()
+        .unwrap();
+    let sep = app
+        .db
+        .store
+        .bill_id_for(a.id, meterpay::domain::Period::parse("2026-09").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let sep = app.db.store.bill_detail(sep).await.unwrap();
+    let water: Vec<&str> = sep
+        .readings
+        .iter()
+        .filter(|r| r.utility == "water")
+        .map(|r| r.meter_no.as_str())
+        .collect();
+    assert_eq!(water, vec!["W1003", "W1003B"]);
+    let second = meterpay::demo::run(&app.db.store, &app.address).await.unwrap();
     assert!(!second.created, "the second run reuses the community");
-    assert_eq!(first.accounts, second.accounts);
-    let community = db.store.community_by_code("DEMO").await.unwrap().unwrap();
-    let accounts = db.store.list_accounts(community.id).await.unwrap();
+    assert_eq!((second.readings_duplicates, second.readings_accepted), (65, 0));
+    assert_eq!((second.bills_issued, second.adjustment_bills), (0, 0));
+    assert_eq!(second.receivables, first.receivables);
+    let accounts = app.db.store.list_accounts(community.id).await.unwrap();
     assert_eq!(accounts.len(), first.accounts);
-    let mut meters = 0;
-    for a in &accounts {
-        meters += db.store.meters_of_account(a.id).await.unwrap().len();
-    }
-    assert_eq!(meters, first.meters, "no meter was created twice");
+    app.stop().await.unwrap();
 }
