@@ -10,8 +10,8 @@ pub mod idempotent;
 pub mod metrics;
 pub mod pages;
 pub mod readings;
-pub mod staff_admin;
 pub mod reminders;
+pub mod staff_admin;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -27,9 +27,9 @@ pub mod jobs;
 pub mod ledger;
 pub mod prepaid;
 pub mod readings;
-pub mod users;
 pub mod reminders;
 pub mod tariffs;
+pub mod users;
 
 use std::path::Path;
 use std::str::FromStr;

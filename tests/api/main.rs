@@ -2,18 +2,18 @@
 
 mod access_suite;
 mod api_suite;
-mod browser;
-mod browser_suite;
-mod email_suite;
 mod billing_api_suite;
 mod billing_helpers;
 mod billing_property_suite;
 mod bills_suite;
+mod browser;
+mod browser_suite;
+mod email_suite;
 mod helpers;
 mod jobs_suite;
 mod ledger_suite;
 mod readings_suite;
-mod staff;
 mod reminders_suite;
+mod staff;
 mod store_suite;
 mod worked_examples_suite;
