@@ -297,16 +297,18 @@ pub async fn import_file(
 ) -> anyhow::Result<ImportSummary> {
     use super::readings::RowOutcome;
     let rows = read_file(path)?;
+    let mut lines = Vec::with_capacity(rows.len());
     let mut incoming = Vec::with_capacity(rows.len());
     let mut index_of_row = Vec::with_capacity(rows.len());
     let mut early: Vec<(usize, String)> = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        match &r.reading {
+    for (i, r) in rows.into_iter().enumerate() {
+        lines.push(r.line);
+        match r.reading {
             Ok(reading) => {
                 index_of_row.push(i);
-                incoming.push(reading.clone());
+                incoming.push(reading);
             }
-            Err(reason) => early.push((i, reason.clone())),
+            Err(reason) => early.push((i, reason)),
         }
     }
     let bar = indicatif::ProgressBar::new(incoming.len() as u64);
@@ -332,21 +334,21 @@ pub async fn import_file(
     if incoming.len() >= 10_000 {
         store.refresh_statistics().await?;
     }
-    let mut outcomes: Vec<(String, String)> = vec![(String::new(), String::new()); rows.len()];
+    let mut outcomes: Vec<(&'static str, String)> = vec![("", String::new()); lines.len()];
     for (i, reason) in early {
-        outcomes[i] = ("refused".into(), reason);
+        outcomes[i] = ("refused", reason);
     }
-    for (k, o) in report.results.iter().enumerate() {
+    for (k, o) in report.results.into_iter().enumerate() {
         outcomes[index_of_row[k]] = match o {
-            RowOutcome::Accepted { .. } => ("accepted".into(), String::new()),
-            RowOutcome::Held { reason, .. } => ("held".into(), reason.clone()),
-            RowOutcome::Duplicate { .. } => ("duplicate".into(), String::new()),
-            RowOutcome::Refused { reason } => ("refused".into(), reason.clone()),
+            RowOutcome::Accepted { .. } => ("accepted", String::new()),
+            RowOutcome::Held { reason, .. } => ("held", reason),
+            RowOutcome::Duplicate { .. } => ("duplicate", String::new()),
+            RowOutcome::Refused { reason } => ("refused", reason),
         };
     }
     let mut summary = ImportSummary {
         file: path.display().to_string(),
-        rows: rows.len(),
+        rows: lines.len(),
         accepted: 0,
         held: 0,
         duplicates: 0,
@@ -354,14 +356,14 @@ pub async fn import_file(
         exceptions: Vec::new(),
     };
     for (i, (status, reason)) in outcomes.iter().enumerate() {
-        match status.as_str() {
+        match *status {
             "accepted" => summary.accepted += 1,
             "held" => summary.held += 1,
             "duplicate" => summary.duplicates += 1,
             _ => summary.refused += 1,
         }
-        if status != "accepted" {
-            summary.exceptions.push((rows[i].line, status.clone(), reason.clone()));
+        if *status != "accepted" {
+            summary.exceptions.push((lines[i], status.to_string(), reason.clone()));
         }
     }
     if let Some(rp) = report_path {
@@ -369,7 +371,7 @@ pub async fn import_file(
             csv::Writer::from_path(rp).map_err(|e| anyhow::anyhow!("writing the report {}: {e}", rp.display()))?;
         w.write_record(["line", "outcome", "reason"])?;
         for (i, (status, reason)) in outcomes.iter().enumerate() {
-            w.write_record([rows[i].line.to_string(), status.clone(), reason.clone()])?;
+            w.write_record([lines[i].to_string(), status.to_string(), reason.clone()])?;
         }
         w.flush()?;
     }

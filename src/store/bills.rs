@@ -695,45 +695,32 @@ macro_rules! post_entries_batch_in_tx {
                 }
             }
         }
-        let mut lines: Vec<(uuid::Uuid, i32, i64, i64)> = Vec::new();
+        let mut lines = $crate::store::bulk::JournalLineCols::default();
+        let mut heads = $crate::store::bulk::JournalEntryCols::default();
         for e in entries {
             for (i, (a, amount)) in e.lines.iter().enumerate() {
                 let id = *ids
                     .get(&a.code())
                     .ok_or_else(|| $crate::store::StoreError::NotFound(format!("ledger account {}", a.code())))?;
-                lines.push((e.id, i as i32 + 1, id, amount.get()));
+                lines.entry_id.push(e.id);
+                lines.line_no.push(i as i32 + 1);
+                lines.ledger_account_id.push(id);
+                lines.amount_fen.push(amount.get());
             }
+            heads.id.push(e.id);
+            heads.kind.push(e.kind.clone());
+            heads.reference.push(e.reference.clone());
+            heads.memo.push(e.memo.clone());
+            heads.accounting_date.push(e.accounting_date);
+            heads.created_by.push(e.created_by.clone());
         }
-        for chunk in lines.chunks($crate::store::bills::ROWS) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO journal_lines (entry_id, line_no, ledger_account_id, amount_fen) ",
-            );
-            qb.push_values(chunk, |mut b, (entry, no, acct, amount)| {
-                b.push_bind(*entry).push_bind(*no).push_bind(*acct).push_bind(*amount);
-            });
-            qb.build()
-                .execute(&mut *$tx)
-                .await
-                .map_err(|e| $crate::store::StoreError::db(what, e))?;
-        }
-        for chunk in entries.chunks($crate::store::bills::ROWS) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO journal_entries (id, kind, reference, memo, accounting_date, posted_at, created_by) ",
-            );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(e.id)
-                    .push_bind(e.kind.clone())
-                    .push_bind(e.reference.clone())
-                    .push_bind(e.memo.clone())
-                    .push_bind(e.accounting_date)
-                    .push_bind($now)
-                    .push_bind(e.created_by.clone());
-            });
-            qb.build()
-                .execute(&mut *$tx)
-                .await
-                .map_err(|e| $crate::store::StoreError::db(what, e))?;
-        }
+        // Lines first, then the entries (whose insert checks their lines).
+        $crate::store::bulk::Bulk::insert_journal_lines(&mut $tx, &lines)
+            .await
+            .map_err(|e| $crate::store::StoreError::db(what, e))?;
+        $crate::store::bulk::Bulk::insert_journal_entries(&mut $tx, &heads, $now)
+            .await
+            .map_err(|e| $crate::store::StoreError::db(what, e))?;
     }};
 }
 
@@ -741,134 +728,113 @@ macro_rules! post_entries_batch_in_tx {
 /// checks each total against its lines). Returns the new ids in input order.
 macro_rules! write_bills_in_tx {
     ($tx:expr, $community_id:expr, $bills:expr, $due:expr, $run_id:expr, $actor:expr, $now:expr) => {{
+        use $crate::store::bulk::Bulk as _;
         let what = "writing bills";
         let bills: &[ToWrite] = $bills;
+        let mut head = $crate::store::bulk::BillCols::default();
+        for w in bills {
+            head.account_id.push(w.account_id);
+            head.period.push(w.period.to_string());
+            head.kind.push(w.kind);
+            head.adjusts.push(w.adjusts);
+            head.reason.push(w.reason.clone());
+            head.total_fen.push(w.plan.total.get());
+        }
+        let common = $crate::store::bulk::BillCommon {
+            community_id: $community_id,
+            due_date: $due,
+            run_id: $run_id,
+            now: $now,
+            actor: $actor,
+        };
+        let rows = $tx
+            .insert_bills(&head, &common)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+        let by_key: HashMap<(i64, String, Option<i64>), i64> =
+            rows.into_iter().map(|(id, a, k, adj)| ((a, k, adj), id)).collect();
         let mut ids: Vec<i64> = Vec::with_capacity(bills.len());
-        for chunk in bills.chunks(ROWS) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO bills (community_id, account_id, period, kind, adjusts_bill_id, reason, status, total_fen, due_date, run_id, created_at, created_by) ",
+        for w in bills {
+            ids.push(
+                *by_key
+                    .get(&(w.account_id, w.kind.to_string(), w.adjusts))
+                    .ok_or_else(|| StoreError::NotFound("a bill just inserted".into()))?,
             );
-            qb.push_values(chunk, |mut b, w| {
-                b.push_bind($community_id)
-                    .push_bind(w.account_id)
-                    .push_bind(w.period.to_string())
-                    .push_bind(w.kind)
-                    .push_bind(w.adjusts)
-                    .push_bind(w.reason.clone())
-                    .push_bind("draft")
-                    .push_bind(w.plan.total.get())
-                    .push_bind($due)
-                    .push_bind($run_id)
-                    .push_bind($now)
-                    .push_bind($actor);
-            });
-            qb.push(" RETURNING id, account_id, kind, adjusts_bill_id");
-            let rows: Vec<(i64, i64, String, Option<i64>)> =
-                qb.build_query_as().fetch_all(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
-            let by_key: HashMap<(i64, String, Option<i64>), i64> =
-                rows.into_iter().map(|(id, a, k, adj)| ((a, k, adj), id)).collect();
-            for w in chunk {
-                ids.push(
-                    *by_key
-                        .get(&(w.account_id, w.kind.to_string(), w.adjusts))
-                        .ok_or_else(|| StoreError::NotFound("a bill just inserted".into()))?,
-                );
-            }
         }
         let t_phase = std::time::Instant::now();
-        let mut lines: Vec<(i64, i32, &LineDraft)> = Vec::new();
+        let mut lines = $crate::store::bulk::LineCols::default();
+        let mut reads = $crate::store::bulk::BillReadingCols::default();
+        let mut usage = $crate::store::bulk::UsageCols::default();
         for (w, id) in bills.iter().zip(&ids) {
             for (i, l) in w.plan.lines.iter().enumerate() {
-                lines.push((*id, i as i32 + 1, l));
+                lines.bill_id.push(*id);
+                lines.line_no.push(i as i32 + 1);
+                lines.utility.push(l.utility.map(|u| u.as_str()));
+                lines.kind.push(l.kind.as_str());
+                lines.component.push(l.component.clone());
+                lines.description.push(l.description.clone());
+                lines.tier.push(l.tier.map(|t| t as i32));
+                lines.tou_period.push(l.tou_period.map(|p| p.as_str()));
+                lines.quantity_e4.push(l.quantity.to_scaled());
+                lines.unit_price_e6.push(l.unit_price.to_scaled());
+                lines.amount_fen.push(l.amount.get());
+                lines.tariff_version_id.push(l.tariff_version_id);
+                lines.usage_period.push(l.usage_period.map(|p| p.to_string()));
+                lines.date_from.push(l.date_from);
+                lines.date_to.push(l.date_to);
+                lines.trace.push(if l.trace.is_null() {
+                    None
+                } else {
+                    Some(l.trace.to_string())
+                });
+                lines.ledger_code.push(l.ledger_code.clone());
             }
-        }
-        for chunk in lines.chunks(ROWS) {
-            let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO bill_lines (bill_id, {LINE_COLS}) "));
-            qb.push_values(chunk, |mut b, (bill, no, l)| {
-                b.push_bind(*bill)
-                    .push_bind(*no)
-                    .push_bind(l.utility.map(|u| u.as_str()))
-                    .push_bind(l.kind.as_str())
-                    .push_bind(l.component.clone())
-                    .push_bind(l.description.clone())
-                    .push_bind(l.tier.map(|t| t as i32))
-                    .push_bind(l.tou_period.map(|p| p.as_str()))
-                    .push_bind(l.quantity.to_scaled())
-                    .push_bind(l.unit_price.to_scaled())
-                    .push_bind(l.amount.get())
-                    .push_bind(l.tariff_version_id)
-                    .push_bind(l.usage_period.map(|p| p.to_string()))
-                    .push_bind(l.date_from)
-                    .push_bind(l.date_to)
-                    .push_bind(if l.trace.is_null() { None } else { Some(l.trace.to_string()) })
-                    .push_bind(l.ledger_code.clone());
-            });
-            qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
-        }
-        let lines_ms = t_phase.elapsed().as_millis();
-        let mut reads = Vec::new();
-        let mut usage = Vec::new();
-        for (w, id) in bills.iter().zip(&ids) {
             for r in &w.plan.readings {
-                reads.push((*id, r));
+                reads.bill_id.push(*id);
+                reads.meter_id.push(r.meter_id);
+                reads.utility.push(r.utility.as_str());
+                reads.from_reading_id.push(r.from.id);
+                reads.to_reading_id.push(r.to.id);
+                reads.from_value_e4.push(e4(r.from.value));
+                reads.to_value_e4.push(e4(r.to.value));
+                reads.from_at.push(r.from.read_at);
+                reads.to_at.push(r.to.read_at);
+                reads.from_kind.push(r.from.kind.as_str());
+                reads.to_kind.push(r.to.kind.as_str());
+                reads.multiplier_e4.push(e4(r.multiplier));
+                reads.usage_e4.push(e4(r.usage));
+                reads.rollovers.push(r.rollovers as i32);
             }
             for u in &w.plan.usage {
-                usage.push((*id, w.account_id, u));
+                usage.bill_id.push(*id);
+                usage.account_id.push(w.account_id);
+                usage.utility.push(u.utility.as_str());
+                usage.usage_period.push(u.usage_period.to_string());
+                usage.tier_year_start.push(u.tier_year_start);
+                usage.quantity_e4.push(e4(u.quantity));
+                usage.estimated.push(u.estimated);
             }
         }
-        for chunk in reads.chunks(ROWS) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO bill_readings (bill_id, meter_id, utility, from_reading_id, to_reading_id, from_value_e4, to_value_e4, \
-                 from_at, to_at, from_kind, to_kind, multiplier_e4, usage_e4, rollovers) ",
-            );
-            qb.push_values(chunk, |mut b, (bill, r)| {
-                b.push_bind(*bill)
-                    .push_bind(r.meter_id)
-                    .push_bind(r.utility.as_str())
-                    .push_bind(r.from.id)
-                    .push_bind(r.to.id)
-                    .push_bind(e4(r.from.value))
-                    .push_bind(e4(r.to.value))
-                    .push_bind(r.from.read_at)
-                    .push_bind(r.to.read_at)
-                    .push_bind(r.from.kind.as_str())
-                    .push_bind(r.to.kind.as_str())
-                    .push_bind(e4(r.multiplier))
-                    .push_bind(e4(r.usage))
-                    .push_bind(r.rollovers as i32);
-            });
-            qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
-        }
+        $tx.insert_bill_lines(&lines)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+        let lines_ms = t_phase.elapsed().as_millis();
+        $tx.insert_bill_readings(&reads)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
         let reads_ms = t_phase.elapsed().as_millis() - lines_ms;
-        for chunk in usage.chunks(ROWS) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO bill_usage (bill_id, community_id, account_id, utility, usage_period, tier_year_start, quantity_e4, estimated) ",
-            );
-            qb.push_values(chunk, |mut b, (bill, account, u)| {
-                b.push_bind(*bill)
-                    .push_bind($community_id)
-                    .push_bind(*account)
-                    .push_bind(u.utility.as_str())
-                    .push_bind(u.usage_period.to_string())
-                    .push_bind(u.tier_year_start)
-                    .push_bind(e4(u.quantity))
-                    .push_bind(u.estimated);
-            });
-            qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
-        }
+        $tx.insert_bill_usage(&usage, $community_id)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
         let usage_ms = t_phase.elapsed().as_millis() - lines_ms - reads_ms;
-        for chunk in ids.chunks(ROWS) {
-            let mut qb = sqlx::QueryBuilder::new("UPDATE bills SET status = 'issued', issued_at = ");
-            qb.push_bind($now);
-            qb.push(" WHERE status = 'draft' AND id IN (");
-            let mut sep = qb.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
-            qb.build().execute(&mut *$tx).await.map_err(|e| StoreError::db(what, e))?;
-        }
-        tracing::trace!(lines_ms, reads_ms, usage_ms, issue_ms = t_phase.elapsed().as_millis() - lines_ms - reads_ms - usage_ms, "bill writes");
+        $tx.issue_bills(&ids, $now).await.map_err(|e| StoreError::db(what, e))?;
+        tracing::trace!(
+            lines_ms,
+            reads_ms,
+            usage_ms,
+            issue_ms = t_phase.elapsed().as_millis() - lines_ms - reads_ms - usage_ms,
+            "bill writes"
+        );
         ids
     }};
 }
@@ -1533,37 +1499,23 @@ impl Store {
                         .filter(|(w, _)| w.kind == "regular")
                         .map(|(w, id)| (w.account_id, *id))
                         .collect();
-                    for chunk in states.chunks(ROWS) {
-                        let mut qb = sqlx::QueryBuilder::new(
-                            "INSERT INTO meter_bill_state (meter_id, account_id, reading_id, read_at, value_e4, kind, anchor_reading_id, \
-                             anchor_at, anchor_value_e4, anchor_period, bill_id, updated_at) ",
-                        );
-                        qb.push_values(chunk, |mut b, (meter, account, st)| {
-                            b.push_bind(*meter)
-                                .push_bind(*account)
-                                .push_bind(st.last.id)
-                                .push_bind(st.last.read_at)
-                                .push_bind(e4(st.last.value))
-                                .push_bind(st.last.kind.as_str())
-                                .push_bind(st.anchor.id)
-                                .push_bind(st.anchor.read_at)
-                                .push_bind(e4(st.anchor.value))
-                                .push_bind(st.anchor_period.map(|p| p.to_string()))
-                                .push_bind(regular_of.get(account).copied().unwrap_or_default())
-                                .push_bind(now);
-                        });
-                        qb.push(
-                            " ON CONFLICT (meter_id) DO UPDATE SET account_id = excluded.account_id, reading_id = excluded.reading_id, \
-                             read_at = excluded.read_at, value_e4 = excluded.value_e4, kind = excluded.kind, \
-                             anchor_reading_id = excluded.anchor_reading_id, anchor_at = excluded.anchor_at, \
-                             anchor_value_e4 = excluded.anchor_value_e4, anchor_period = excluded.anchor_period, \
-                             bill_id = excluded.bill_id, updated_at = excluded.updated_at",
-                        );
-                        qb.build()
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(|e| StoreError::db("saving meters' billing state", e))?;
+                    let mut st = crate::store::bulk::StateCols::default();
+                    for (meter, account, state) in &states {
+                        st.meter_id.push(*meter);
+                        st.account_id.push(*account);
+                        st.reading_id.push(state.last.id);
+                        st.read_at.push(state.last.read_at);
+                        st.value_e4.push(e4(state.last.value));
+                        st.kind.push(state.last.kind.as_str());
+                        st.anchor_reading_id.push(state.anchor.id);
+                        st.anchor_at.push(state.anchor.read_at);
+                        st.anchor_value_e4.push(e4(state.anchor.value));
+                        st.anchor_period.push(state.anchor_period.map(|p| p.to_string()));
+                        st.bill_id.push(regular_of.get(account).copied().unwrap_or_default());
                     }
+                    crate::store::bulk::Bulk::upsert_meter_states(&mut tx, &st, now)
+                        .await
+                        .map_err(|e| StoreError::db("saving meters' billing state", e))?;
                     for chunk in alerts.chunks(ROWS) {
                         let mut qb = sqlx::QueryBuilder::new(
                             "INSERT INTO usage_alerts (community_id, account_id, utility, period, kind, usage_e4, baseline_e4, detail, created_at) ",

@@ -20,6 +20,7 @@ pub mod arrears;
 pub mod audit;
 pub mod billing_settings;
 pub mod bills;
+pub(crate) mod bulk;
 pub mod directory;
 pub mod error;
 pub mod idempotency;

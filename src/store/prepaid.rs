@@ -71,6 +71,7 @@ macro_rules! credit_balance_in_tx {
 impl Store {
     /// Record a manual top-up and settle the account's open bills from its credit. `reference`
     /// is unique (the receipt number): the same top-up twice is refused as a duplicate.
+    #[allow(clippy::too_many_arguments)]
     pub async fn top_up(
         &self,
         account_id: i64,

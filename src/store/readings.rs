@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::audit::{insert_audit, AuditRecord};
+use super::bulk::{Bulk, ReadingCols};
 use super::{in_tx, on_read, on_write, Store, StoreError};
 use crate::billing::readings::{
     check, BatchReport, IncomingReading, MeterFacts, MeterHistory, ParsedReading, PastReading, ReadingKind,
@@ -67,24 +68,23 @@ struct MeterKey {
     occupied: bool,
 }
 
-/// One row per meter: its latest valid reading, the oldest of its newest 13 valid readings (or
-/// its first), how many valid readings that window holds, and its latest read time of any status.
-const HISTORY_SQL: &str = "SELECT m.id, \
-     (SELECT x.read_at FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_at, \
-     (SELECT x.value_e4 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_value, \
-     (SELECT x.kind FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_kind, \
-     (SELECT x.rollover FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_rollover, \
-     (SELECT x.steady_since FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_steady_since, \
-     (SELECT x.read_at FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_at, \
-     (SELECT x.value_e4 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_value, \
-     (SELECT x.kind FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_kind, \
-     COALESCE((SELECT x.read_at FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1 OFFSET 12), \
-              (SELECT x.read_at FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at LIMIT 1)) AS start_at, \
-     COALESCE((SELECT x.value_e4 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1 OFFSET 12), \
-              (SELECT x.value_e4 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at LIMIT 1)) AS start_value, \
-     (SELECT COUNT(*) FROM (SELECT 1 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 13) w) AS window_count, \
-     (SELECT MAX(x.read_at) FROM readings x WHERE x.meter_id = m.id) AS latest_any \
-     FROM meters m";
+/// One row per meter: its latest valid reading, its latest valid reading that is not an estimate,
+/// the oldest of its newest 13 valid readings (or its first), how many valid readings that window
+/// holds, and its latest read time of any status. Each correlated subquery is one index seek on
+/// `(meter_id, read_at)`; the readings they find are joined by id.
+const HISTORY_SQL: &str = "SELECT h.id, l.read_at AS last_at, l.value_e4 AS last_value, l.kind AS last_kind, \
+     l.rollover AS last_rollover, l.steady_since AS last_steady_since, \
+     a.read_at AS actual_at, a.value_e4 AS actual_value, a.kind AS actual_kind, \
+     s.read_at AS start_at, s.value_e4 AS start_value, h.window_count, h.latest_any \
+     FROM (SELECT m.id, \
+       (SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_id, \
+       (SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_id, \
+       COALESCE((SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1 OFFSET 12), \
+                (SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at LIMIT 1)) AS start_id, \
+       (SELECT COUNT(*) FROM (SELECT 1 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 13) w) AS window_count, \
+       (SELECT MAX(x.read_at) FROM readings x WHERE x.meter_id = m.id) AS latest_any \
+       FROM meters m WHERE m.id IN ({ids})) h \
+     LEFT JOIN readings l ON l.id = h.last_id LEFT JOIN readings a ON a.id = h.actual_id LEFT JOIN readings s ON s.id = h.start_id";
 
 #[derive(sqlx::FromRow)]
 struct HistSummary {
@@ -191,7 +191,7 @@ impl Store {
                 .collect();
             numbers.sort_unstable();
             numbers.dedup();
-            let mut meters: HashMap<(String, String), MeterKey> = HashMap::new();
+            let mut meters: HashMap<String, Vec<MeterKey>> = HashMap::new();
             for chunk in numbers.chunks(CHUNK) {
                 let sql = format!(
                     "SELECT m.id, m.utility, m.meter_no, m.community_id, m.digit_count, m.removed_on, COALESCE(p.occupied, TRUE) AS occupied \
@@ -203,10 +203,10 @@ impl Store {
                     q = q.bind(*n);
                 }
                 for m in q.fetch_all(&mut *tx).await.map_err(|e| StoreError::db(what, e))? {
-                    meters.insert((m.utility.clone(), m.meter_no.clone()), m);
+                    meters.entry(m.meter_no.clone()).or_default().push(m);
                 }
             }
-            let mut ids: Vec<i64> = meters.values().map(|m| m.id).collect();
+            let mut ids: Vec<i64> = meters.values().flatten().map(|m| m.id).collect();
             ids.sort_unstable();
             // 2. Per meter, what the checks need: its latest valid reading, the start of its
             //    history window, and its latest read time of any status. Each is an index seek,
@@ -214,7 +214,7 @@ impl Store {
             let mut history: HashMap<i64, MeterHistory> = HashMap::new();
             let mut latest_any: HashMap<i64, DateTime<Utc>> = HashMap::new();
             for chunk in ids.chunks(CHUNK) {
-                let sql = format!("{HISTORY_SQL} WHERE m.id IN ({})", placeholders(1, chunk.len()));
+                let sql = HISTORY_SQL.replace("{ids}", &placeholders(1, chunk.len()));
                 let mut q = sqlx::query_as::<_, HistSummary>(sqlx::AssertSqlSafe(sql));
                 for id in chunk {
                     q = q.bind(*id);
@@ -228,10 +228,11 @@ impl Store {
             }
             // 3. Decide each reading, in time order per meter.
             let mut order: Vec<usize> = (0..parsed.len()).collect();
-            order.sort_by_key(|&i| match &parsed[i] {
-                Ok(p) => (0, p.meter_no.clone(), p.read_at, i),
-                Err(_) => (1, String::new(), DateTime::<Utc>::MIN_UTC, i),
-            });
+            let key = |i: usize| match &parsed[i] {
+                Ok(p) => (0u8, p.meter_no.as_str(), p.read_at, i),
+                Err(_) => (1u8, "", DateTime::<Utc>::MIN_UTC, i),
+            };
+            order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
             let mut outcomes: Vec<Option<RowOutcome>> = vec![None; parsed.len()];
             // (meter_id, read_at) → (index, value, kind) of readings to insert.
             let mut pending: HashMap<(i64, DateTime<Utc>), (usize, Quantity, ReadingKind)> = HashMap::new();
@@ -247,7 +248,10 @@ impl Store {
                         continue;
                     }
                 };
-                let Some(meter) = meters.get(&(p.utility.as_str().to_string(), p.meter_no.clone())) else {
+                let meter = meters
+                    .get(p.meter_no.as_str())
+                    .and_then(|ms| ms.iter().find(|m| m.utility == p.utility.as_str()));
+                let Some(meter) = meter else {
                     outcomes[i] = Some(RowOutcome::Refused {
                         reason: format!("unknown {} meter {:?}", p.utility, p.meter_no),
                     });
@@ -344,33 +348,24 @@ impl Store {
             }
             progress(parsed.len());
             // 4. Insert, many rows per statement.
-            let mut new_ids: HashMap<(i64, DateTime<Utc>), i64> = HashMap::new();
-            for chunk in to_insert.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, hold_reason, rollover, steady_since, created_at) ",
-                );
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.meter_id)
-                        .push_bind(r.read_at)
-                        .push_bind(r.value.to_scaled())
-                        .push_bind(r.kind.as_str())
-                        .push_bind(source)
-                        .push_bind(if r.hold.is_some() { "held" } else { "valid" })
-                        .push_bind(r.hold.clone())
-                        .push_bind(r.rollover)
-                        .push_bind(r.steady_since)
-                        .push_bind(now);
-                });
-                qb.push(" RETURNING id, meter_id, read_at");
-                let rows: Vec<(i64, i64, DateTime<Utc>)> = qb
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::db(what, e))?;
-                for (id, m, t) in rows {
-                    new_ids.insert((m, t), id);
-                }
+            let mut cols = ReadingCols::default();
+            for r in &to_insert {
+                cols.meter_id.push(r.meter_id);
+                cols.read_at.push(r.read_at);
+                cols.value_e4.push(r.value.to_scaled());
+                cols.kind.push(r.kind.as_str());
+                cols.status.push(if r.hold.is_some() { "held" } else { "valid" });
+                cols.hold_reason.push(r.hold.clone());
+                cols.rollover.push(r.rollover);
+                cols.steady_since.push(r.steady_since);
             }
+            let new_ids: HashMap<(i64, DateTime<Utc>), i64> = tx
+                .insert_readings(&cols, source, now)
+                .await
+                .map_err(|e| StoreError::db(what, e))?
+                .into_iter()
+                .map(|(id, m, t)| ((m, t), id))
+                .collect();
             let registers: Vec<(i64, TouPeriod, Quantity)> = to_insert
                 .iter()
                 .flat_map(|r| {
