@@ -24,6 +24,7 @@ pub mod http;
 pub mod jobs;
 pub mod ledger;
 pub mod paylink;
+pub mod payments;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
