@@ -617,6 +617,7 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
             input.history.iter().any(|h| {
                 h.account_id == account.account_id
                     && h.bill_ids.contains(&bill)
+                    && h.track.is_none_or(|t| t == track)
                     && ((h.step == step && ch.is_none_or(|c| h.channel == c)) || h.step.rank() > step.rank())
             })
         };
