@@ -409,7 +409,10 @@ async fn plan_from_db(kind: &str, n: usize) {
          [[tariff.components]]\nkind = \"energy\"\nprices = [\"0.50\"]\n",
     )
     .unwrap();
-    store.add_tariff_versions(&tariffs.tariff, "bench", None, now).await.unwrap();
+    store
+        .add_tariff_versions(&tariffs.tariff, "bench", None, now)
+        .await
+        .unwrap();
     let cst = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
     for month in 1..=2u32 {
         let at = cst.with_ymd_and_hms(2026, month, 25, 8, 0, 0).unwrap().to_rfc3339();
@@ -424,14 +427,23 @@ async fn plan_from_db(kind: &str, n: usize) {
             })
             .collect();
         for chunk in all.chunks(50_000) {
-            store.ingest_readings(None, chunk, "import", "bench", now, &|_| {}).await.unwrap();
+            store
+                .ingest_readings(None, chunk, "import", "bench", now, &|_| {})
+                .await
+                .unwrap();
         }
     }
     let mut o = RunOptions::new(meterpay::domain::Period::parse("2026-02").unwrap());
     o.community = Some("PLAN".into());
     o.due_date = NaiveDate::from_ymd_opt(2026, 3, 15);
     let run = store
-        .run_bills(&o, "bench", None, cst.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap().with_timezone(&Utc), &|_| {})
+        .run_bills(
+            &o,
+            "bench",
+            None,
+            cst.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap().with_timezone(&Utc),
+            &|_| {},
+        )
         .await
         .unwrap();
     assert_eq!(run.communities[0].bills_issued, n);

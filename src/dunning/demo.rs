@@ -71,7 +71,8 @@ impl DemoReminders {
         if let Some(at) = self.as_of {
             out.push_str(&format!(
                 "  reminders  clock moved to {} (past the due date); sandbox SMS took {}, loopback SMTP took {}\n",
-                at.with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M CST"),
+                at.with_timezone(&chrono_tz::Asia::Shanghai)
+                    .format("%Y-%m-%d %H:%M CST"),
                 self.sms_received_by_sandbox,
                 self.emails_received_by_smtp
             ));
@@ -123,7 +124,8 @@ impl Handler for Inbox {
 /// A plain SMTP server on 127.0.0.1 (loopback only, no TLS needed there), counting messages.
 fn loopback_smtp() -> anyhow::Result<(u16, Arc<Mutex<usize>>)> {
     let count = Arc::new(Mutex::new(0));
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| anyhow::anyhow!("binding the demo SMTP server: {e}"))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| anyhow::anyhow!("binding the demo SMTP server: {e}"))?;
     let port = listener.local_addr()?.port();
     let mut server = Server::new(Inbox { count: count.clone() });
     server
@@ -225,7 +227,9 @@ pub async fn remind(store: &Store, community_code: &str, base_url: &str) -> anyh
             .await?;
         for c in &report.communities {
             for p in &c.plans {
-                out.already_sent += p.already_enqueued.len();
+                if k == 0 {
+                    out.already_sent += p.already_enqueued.len();
+                }
                 if k == 0 && p.outcome != "send" {
                     let why = serde_json::to_value(p.reason)
                         .ok()

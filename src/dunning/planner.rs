@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use tracing::Instrument as _;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::domain::ids::Utility;
@@ -37,8 +37,8 @@ use crate::store::Store;
 
 use super::outbox::{self, mask_recipient, ComposeFacts, Composer, Profile};
 use super::policy::{
-    self, AccountFacts, Channel, CommunityPolicy, CreditRating, Decision, OpenBill, Outcome, PaymentFact,
-    PaymentMode, PolicyInput, PrepaidFacts, Reason, SentStep, StaffAction, Track,
+    self, AccountFacts, Channel, CommunityPolicy, CreditRating, Decision, OpenBill, Outcome, PaymentFact, PaymentMode,
+    PolicyInput, PrepaidFacts, Reason, SentStep, StaffAction, Track,
 };
 use super::templates::SummaryLine;
 
@@ -348,9 +348,8 @@ impl Planner {
                 by_id.insert(facts[*i].account.account_id, *i);
             }
             for (id, answer) in answers {
-                let activity = answer.map_err(|e| {
-                    anyhow::anyhow!("planning reminders: asking payments about account {id}: {e:#}")
-                })?;
+                let activity = answer
+                    .map_err(|e| anyhow::anyhow!("planning reminders: asking payments about account {id}: {e:#}"))?;
                 let f = &mut facts[by_id[&id]];
                 for a in activity {
                     f.payments.push(PaymentFact {
@@ -565,7 +564,8 @@ impl Planner {
         }
         // Households together (the cap is per household), then by account.
         out.sort_by(|a, b| {
-            (a.account.household.as_str(), a.account.account_id).cmp(&(b.account.household.as_str(), b.account.account_id))
+            (a.account.household.as_str(), a.account.account_id)
+                .cmp(&(b.account.household.as_str(), b.account.account_id))
         });
         Ok(out)
     }
@@ -578,7 +578,10 @@ async fn ask_payments(
 ) -> Vec<(i64, anyhow::Result<Vec<crate::payments::port::PaymentActivity>>)> {
     let mut out = Vec::with_capacity(asks.len());
     for chunk in asks.chunks(16) {
-        let futs: Vec<_> = chunk.iter().map(|(id, since)| port.payment_activity(*id, *since)).collect();
+        let futs: Vec<_> = chunk
+            .iter()
+            .map(|(id, since)| port.payment_activity(*id, *since))
+            .collect();
         let res = futures::future::join_all(futs).await;
         out.extend(chunk.iter().map(|(id, _)| *id).zip(res));
     }
@@ -628,21 +631,24 @@ fn parse_period(p: &str) -> (i32, u32) {
 /// A bill's outstanding amount split over its tracks in proportion to their lines; the
 /// remainder (rounding) goes to the largest. A line without a utility adds nothing of its own.
 fn split_by_track(outstanding: i64, parts: Option<&[(Track, i64)]>) -> Vec<(Track, i64)> {
-    let mut parts: Vec<(Track, i64)> = parts
-        .unwrap_or(&[])
-        .iter()
-        .copied()
-        .filter(|(_, a)| *a > 0)
-        .collect();
+    let mut parts: Vec<(Track, i64)> = parts.unwrap_or(&[]).iter().copied().filter(|(_, a)| *a > 0).collect();
     if parts.len() <= 1 {
-        let t = parts.first().map(|(t, _)| *t).unwrap_or(Track::Utility(Utility::Electricity));
+        let t = parts
+            .first()
+            .map(|(t, _)| *t)
+            .unwrap_or(Track::Utility(Utility::Electricity));
         return vec![(t, outstanding)];
     }
     parts.sort();
     let total: i64 = parts.iter().map(|(_, a)| a).sum();
     let mut out: Vec<(Track, i64)> = parts
         .iter()
-        .map(|(t, a)| (*t, (i128::from(outstanding) * i128::from(*a) / i128::from(total)) as i64))
+        .map(|(t, a)| {
+            (
+                *t,
+                (i128::from(outstanding) * i128::from(*a) / i128::from(total)) as i64,
+            )
+        })
         .collect();
     let given: i64 = out.iter().map(|(_, a)| a).sum();
     let largest = parts
@@ -914,7 +920,10 @@ mod tests {
         assert_eq!(s, vec![(E, 601), (W, 300), (Track::PropertyFee, 100)]);
         assert_eq!(s.iter().map(|(_, a)| a).sum::<i64>(), 1001);
         // Partly paid: the outstanding share is proportional.
-        assert_eq!(split_by_track(500, Some(&[(E, 600), (W, 400)])), vec![(E, 300), (W, 200)]);
+        assert_eq!(
+            split_by_track(500, Some(&[(E, 600), (W, 400)])),
+            vec![(E, 300), (W, 200)]
+        );
     }
 
     #[test]

@@ -63,11 +63,17 @@ struct RunBody {
     at: Option<DateTime<Utc>>,
 }
 
-async fn run(State(state): State<AppState>, staff: Staff, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn run(
+    State(state): State<AppState>,
+    staff: Staff,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let b: RunBody = if body.is_empty() {
         RunBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))?
     };
     if b.at.is_some() && !b.dry_run {
         return Err(ApiError::BadRequest(
@@ -144,8 +150,8 @@ async fn served(
     staff.require(WRITE)?;
     let actor = staff.actor();
     once(&state, &headers, "reminders.served", &actor, &body, || async {
-        let b: ServedBody =
-            serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))?;
+        let b: ServedBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid: {e}")))?;
         if b.evidence.trim().is_empty() {
             return Err(ApiError::BadRequest(
                 "evidence is required: how and when the notice was served (letter number, photo reference)".into(),
@@ -220,8 +226,12 @@ pub fn parse_sms_replies(provider: &str, body: &[u8]) -> Result<Vec<SmsReply>, S
     items
         .iter()
         .map(|i| {
-            let phone = i[phone_key].as_str().ok_or_else(|| format!("a reply without {phone_key}"))?;
-            let text = i[text_key].as_str().ok_or_else(|| format!("a reply without {text_key}"))?;
+            let phone = i[phone_key]
+                .as_str()
+                .ok_or_else(|| format!("a reply without {phone_key}"))?;
+            let text = i[text_key]
+                .as_str()
+                .ok_or_else(|| format!("a reply without {text_key}"))?;
             Ok(SmsReply {
                 phone: phone.trim().to_string(),
                 text: text.to_string(),
@@ -238,11 +248,15 @@ async fn sms_replies(
 ) -> Result<Response, ApiError> {
     let expected = state.config.reminders.sms_reply_token.expose_secret();
     if expected.is_empty() {
-        return Err(ApiError::NotFound("SMS replies are not enabled (reminders.sms_reply_token)".into()));
+        return Err(ApiError::NotFound(
+            "SMS replies are not enabled (reminders.sms_reply_token)".into(),
+        ));
     }
     let given = q.token.unwrap_or_default();
     if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes())) {
-        return Err(ApiError::Unauthorized("the SMS reply push carries a wrong token".into()));
+        return Err(ApiError::Unauthorized(
+            "the SMS reply push carries a wrong token".into(),
+        ));
     }
     let replies = parse_sms_replies(&provider, &body).map_err(ApiError::BadRequest)?;
     let now = Utc::now();

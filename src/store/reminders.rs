@@ -627,10 +627,7 @@ impl Store {
     }
 
     /// The community's bills with something outstanding, and their lines summed per utility.
-    pub async fn plan_open_bills(
-        &self,
-        community_id: i64,
-    ) -> Result<(Vec<PlanBillRow>, Vec<PlanLineRow>), StoreError> {
+    pub async fn plan_open_bills(&self, community_id: i64) -> Result<(Vec<PlanBillRow>, Vec<PlanLineRow>), StoreError> {
         let bills_sql = format!(
             "{OPEN_BILLS_CTE} SELECT id, account_id, period, due_date, issued_at, disputed, total_fen, outstanding_fen \
              FROM open_bills ORDER BY account_id, due_date, id"
@@ -720,8 +717,17 @@ impl Store {
     /// the forms stored (`+86…`, `86…`, bare 11 digits).
     pub async fn accounts_by_mobile(&self, mobile_digits: &str) -> Result<Vec<i64>, StoreError> {
         let bare = mobile_digits.trim_start_matches('+');
-        let bare = bare.strip_prefix("0086").or_else(|| bare.strip_prefix("86")).filter(|b| b.len() == 11).unwrap_or(bare);
-        let forms = [bare.to_string(), format!("+86{bare}"), format!("86{bare}"), format!("0086{bare}")];
+        let bare = bare
+            .strip_prefix("0086")
+            .or_else(|| bare.strip_prefix("86"))
+            .filter(|b| b.len() == 11)
+            .unwrap_or(bare);
+        let forms = [
+            bare.to_string(),
+            format!("+86{bare}"),
+            format!("86{bare}"),
+            format!("0086{bare}"),
+        ];
         on_read!(self, |pool| {
             sqlx::query_scalar::<_, i64>(
                 "SELECT id FROM accounts WHERE mobile IN ($1, $2, $3, $4) AND status = 'active' ORDER BY id",

@@ -224,7 +224,9 @@ async fn a_household_gets_one_message_a_day_across_its_accounts_and_a_rerun_adds
 async fn an_opted_out_channel_is_skipped_and_opting_out_of_both_stops_reminders() {
     let w = World::new("OPT").await;
     let s = &w.db.store;
-    s.add_opt_out(w.ids["A3"], "sms", "sms_reply", Utc::now()).await.unwrap();
+    s.add_opt_out(w.ids["A3"], "sms", "sms_reply", Utc::now())
+        .await
+        .unwrap();
     let r = w.plan(due_plus(3, 10), true).await;
     let a3 = of(&r, "A3");
     assert_eq!(
@@ -288,9 +290,16 @@ async fn a_disputed_bill_is_not_reminded() {
     let w = World::new("DIS").await;
     let s = &w.db.store;
     let bill = bill(s, &w.community, "A3", "2026-02").await;
-    s.set_bill_dispute(bill.id, true, "meter reading contested", "test", None, cst(2026, 3, 16, 9))
-        .await
-        .unwrap();
+    s.set_bill_dispute(
+        bill.id,
+        true,
+        "meter reading contested",
+        "test",
+        None,
+        cst(2026, 3, 16, 9),
+    )
+    .await
+    .unwrap();
     let r = w.plan(due_plus(3, 10), false).await;
     assert_eq!(of(&r, "A3").reason, Some(Reason::Disputed));
     assert!(s.reminders_for_account(w.ids["A3"]).await.unwrap().is_empty());
@@ -403,9 +412,13 @@ async fn the_api_plans_shows_the_history_records_the_served_notice_and_takes_sms
     assert_eq!(p3["step"], "final_reminder");
     assert_eq!(p3["recipient"], "+86****0103", "masked: {p3}");
     // A real run needs an operator, and is "now" (the bills are long overdue by now).
-    let r = post(&reader, "/api/v1/reminders/run", serde_json::json!({"community": "API"}))
-        .await
-        .unwrap();
+    let r = post(
+        &reader,
+        "/api/v1/reminders/run",
+        serde_json::json!({"community": "API"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 403);
     let r = post(
         &operator,
@@ -415,9 +428,13 @@ async fn the_api_plans_shows_the_history_records_the_served_notice_and_takes_sms
     .await
     .unwrap();
     assert_eq!(r.status(), 400, "no clock games on a real run");
-    let r = post(&operator, "/api/v1/reminders/run", serde_json::json!({"community": "NOPE"}))
-        .await
-        .unwrap();
+    let r = post(
+        &operator,
+        "/api/v1/reminders/run",
+        serde_json::json!({"community": "NOPE"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 404);
     // Plan as of D+20 directly (the service's clock cannot be moved over HTTP).
     let planner = Planner::new(db.store.clone(), Arc::new(config()), None);
@@ -452,7 +469,9 @@ async fn the_api_plans_shows_the_history_records_the_served_notice_and_takes_sms
     let letter_id = letter["id"].as_i64().unwrap();
     // Serving the written notice needs evidence; then it is recorded once.
     let path = format!("/api/v1/reminders/{letter_id}/served");
-    let r = post(&operator, &path, serde_json::json!({"evidence": " "})).await.unwrap();
+    let r = post(&operator, &path, serde_json::json!({"evidence": " "}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let r = post(
         &operator,
@@ -462,7 +481,9 @@ async fn the_api_plans_shows_the_history_records_the_served_notice_and_takes_sms
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
-    let r = post(&operator, &path, serde_json::json!({"evidence": "again"})).await.unwrap();
+    let r = post(&operator, &path, serde_json::json!({"evidence": "again"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let sms_id = sms["id"].as_i64().unwrap();
     let r = post(
@@ -479,7 +500,10 @@ async fn the_api_plans_shows_the_history_records_the_served_notice_and_takes_sms
     let reply = serde_json::json!([{"phone_number": "13800000103", "content": "TD", "sign_name": "阳光花园物业"}]);
     let r = app
         .client
-        .post(format!("{}/api/v1/reminders/sms-replies/aliyun?token=wrong", app.address))
+        .post(format!(
+            "{}/api/v1/reminders/sms-replies/aliyun?token=wrong",
+            app.address
+        ))
         .json(&reply)
         .send()
         .await
