@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// The task queue: list tasks, revive a dead one.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Staff API tokens.
     Tokens {
         #[command(subcommand)]
@@ -266,6 +271,22 @@ enum AlertsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum TasksCommand {
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in this state: queued, running, done, dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a dead task (one that ran out of attempts) a fresh set of attempts, to run now.
+    Revive { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
 enum DevicesCommand {
     /// Register a concentrator for a community; prints its key id and secret (shown once).
     Add {
@@ -446,6 +467,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             meterpay::telemetry::init(&config.log);
             let store = startup::open_store(&config).await?;
             let out = arrears_command(&store, command).await;
+            store.close().await;
+            out
+        }
+        Command::Tasks { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = async {
+                match command {
+                    TasksCommand::List { status, limit, json } => {
+                        if let Some(s) = status.as_deref() {
+                            anyhow::ensure!(
+                                ["queued", "running", "done", "dead"].contains(&s),
+                                "unknown task status {s:?}: use queued, running, done or dead"
+                            );
+                        }
+                        let rows = store.list_tasks(status.as_deref(), limit).await?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&rows)?);
+                        } else {
+                            println!(
+                                "{:>8}  {:<24} {:<8} {:>8}  {:<25} last error",
+                                "id", "kind", "status", "attempts", "run at"
+                            );
+                            for t in &rows {
+                                println!(
+                                    "{:>8}  {:<24} {:<8} {:>4}/{:<3}  {:<25} {}",
+                                    t.id,
+                                    t.kind,
+                                    t.status,
+                                    t.attempts,
+                                    t.max_attempts,
+                                    t.run_at.to_rfc3339(),
+                                    t.last_error.as_deref().unwrap_or("")
+                                );
+                            }
+                        }
+                    }
+                    TasksCommand::Revive { id } => {
+                        let revived = store.revive_task(id, chrono::Utc::now()).await?;
+                        anyhow::ensure!(revived, "task {id} is not dead (or does not exist); nothing changed");
+                        println!("task {id} queued to run now with a fresh set of attempts");
+                    }
+                }
+                anyhow::Ok(())
+            }
+            .await;
             store.close().await;
             out
         }
