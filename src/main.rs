@@ -650,6 +650,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let store = startup::open_store(&config).await?;
             let database = meterpay::config::redact_url(config.database_url());
+            let link_config = config.clone();
             let app = Application::build_with_store(config, store.clone()).await?;
             let base = format!("http://{}", app.addr());
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -673,6 +674,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  staff sign-in (demo only; password {}):", summary.staff_password);
                 for (name, role) in &summary.staff_users {
                     println!("             {name:<14} {role}");
+                }
+                if let Some((account, url)) =
+                    meterpay::pages::demo::resident_pay_link(&store, &link_config, &base, &summary.community_code)
+                        .await?
+                {
+                    println!("  pay link   {url}");
+                    println!("             (resident page of account {account}; open it on a phone-sized window)");
                 }
             }
             if no_serve {
