@@ -151,6 +151,10 @@ pub struct DemoSummary {
     pub replacement: String,
     pub estimate: String,
     pub sample_bill: Option<SampleBill>,
+    /// Bills paid through the gateway sandbox (when the demo serves payments).
+    pub payments: Option<crate::payments::demo::DemoPayments>,
+    /// Whether the journal balances after the payments (None when none were made).
+    pub balanced: Option<bool>,
 }
 
 /// The password of the demo's staff users. Printed in the demo summary; only the demo uses it.
@@ -427,6 +431,10 @@ pub async fn run(store: &Store, base_url: &str) -> anyhow::Result<DemoSummary> {
             });
         }
     }
+    if let Some(p) = crate::payments::demo::run(store).await? {
+        summary.balanced = Some(p.balanced);
+        summary.payments = Some(p);
+    }
     Ok(summary)
 }
 
@@ -483,6 +491,9 @@ impl DemoSummary {
                 ));
             }
             out.push_str(&format!("               {:<40} {:>30}\n", "total", b.total));
+        }
+        if let Some(p) = &self.payments {
+            out.push_str(&p.text());
         }
         out.push_str(&format!("  database   {database}\n"));
         out
