@@ -69,11 +69,13 @@ pub fn sweep_job() -> anyhow::Result<CronJob> {
 /// Enqueue the queries, closes and refund queries due at `now`; returns how many were new.
 pub async fn sweep(store: &Store, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let mut n = 0;
+    // Runnable at once (a sweep run for a later `now`, as tests do, still enqueues runnable work).
+    let run_at = now.min(Utc::now());
     let task = |kind: &str, payload: serde_json::Value, key: String| NewTask {
         kind: kind.to_string(),
         payload,
         dedupe_key: Some(key),
-        run_at: now,
+        run_at,
         max_attempts: 20,
     };
     for o in store.expired_orders(now, SWEEP_BATCH).await? {

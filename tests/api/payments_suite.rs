@@ -802,3 +802,301 @@ async fn an_unverifiable_callback_is_answered_as_a_failure_and_the_order_is_quer
     let events = w.store().payment_events_for(&no).await.unwrap();
     assert_eq!(events, vec![("query".to_string(), "applied".to_string())]);
 }
+
+// --- compensation ------------------------------------------------------------------------------
+
+/// Run the sweep as of `at` and the queue once from another instance.
+async fn sweep_and_work(other: &Arc<Payments>, at: chrono::DateTime<Utc>) {
+    meterpay::payments::compensation::sweep(other.store(), at)
+        .await
+        .unwrap();
+    let worker = meterpay::jobs::Worker::new(
+        other.store().clone(),
+        "test-worker",
+        other.task_handlers(),
+        meterpay::jobs::WorkerOptions {
+            batch: 50,
+            ..meterpay::jobs::WorkerOptions::default()
+        },
+    );
+    while worker.run_once().await.unwrap() > 0 {}
+}
+
+#[tokio::test]
+async fn with_every_notification_dropped_each_order_is_found_paid_by_the_active_query() {
+    let w = world().await;
+    w.sb.set_faults(Faults {
+        drop_notifications: true,
+        ..Faults::default()
+    });
+    let mut orders = Vec::new();
+    for (i, (channel, method, merchant, ch)) in [
+        ("alipay", "qr", ALI, Channel::Alipay),
+        ("wechatpay", "qr", WX, Channel::Wechatpay),
+        ("unionpay", "web", UP, Channel::Unionpay),
+        ("alipay", "qr", ALI, Channel::Alipay),
+        ("wechatpay", "qr", WX, Channel::Wechatpay),
+        ("unionpay", "web", UP, Channel::Unionpay),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bill = issue_bill(
+            w.store(),
+            w.account,
+            &format!("2031-{:02}", i + 1),
+            100 * (i as i64 + 1),
+        )
+        .await;
+        let no = order_no(&w.order(&[bill], channel, method).await);
+        w.sb.pay(ch, merchant, &no).unwrap();
+        orders.push(no);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(w.sb.deliveries().is_empty(), "every notification dropped");
+    for no in &orders {
+        assert_eq!(w.status_of(no).await, "created");
+    }
+    let other = w.other_instance().await;
+    sweep_and_work(&other, Utc::now() + chrono::Duration::minutes(1)).await;
+    for no in &orders {
+        w.wait_paid(no).await;
+        assert_eq!(
+            w.store().payment_events_for(no).await.unwrap(),
+            vec![("query".into(), "applied".into())]
+        );
+    }
+    assert_eq!(w.receivable().await, 0);
+    assert_eq!(w.store().payment_counts().await.unwrap().0, 6);
+    assert!(journal_balances(w.store()).await);
+}
+
+#[tokio::test]
+async fn an_unpaid_order_is_queried_on_the_curve_and_closed_at_the_gateway_once_expired() {
+    let w = world().await;
+    let bill = issue_bill(w.store(), w.account, "2030-01", 500).await;
+    let no = order_no(&w.order(&[bill], "wechatpay", "qr").await);
+    let other = w.other_instance().await;
+    sweep_and_work(&other, Utc::now() + chrono::Duration::minutes(1)).await;
+    let o = w.store().payment_order(&no).await.unwrap().unwrap();
+    assert_eq!((o.status.as_str(), o.query_attempts), ("created", 1));
+    let next = o.next_query_at.unwrap();
+    assert!(
+        next > Utc::now() && next <= Utc::now() + chrono::Duration::seconds(16),
+        "WeChat's 15 s: {next}"
+    );
+    // Past its expiry: closed at the gateway first, then here; the bill is free again.
+    sweep_and_work(&other, Utc::now() + chrono::Duration::hours(2)).await;
+    let o = w.store().payment_order(&no).await.unwrap().unwrap();
+    assert_eq!(o.status, "closed");
+    assert_eq!(o.close_reason.as_deref(), Some("expired"));
+    assert_eq!(
+        w.sb.order(Channel::Wechatpay, WX, &no).unwrap().state,
+        meterpay_gateways::sandbox::SimOrderState::Closed
+    );
+    assert!(
+        w.sb.pay(Channel::Wechatpay, WX, &no).is_err(),
+        "no payment can land on it"
+    );
+    let again = w.order(&[bill], "alipay", "qr").await;
+    assert_eq!(again["reused"], false);
+}
+
+// --- refunds and receipts ----------------------------------------------------------------------
+
+async fn refund_req(w: &World, token: &str, no: &str, key: &str, body: Value) -> reqwest::Response {
+    w.app
+        .client
+        .post(format!("{}/api/v1/payments/{no}/refunds", w.app.address))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn partial_and_full_refunds_record_reason_and_operator_and_reverse_the_ledger_with_new_entries() {
+    let w = world().await;
+    let bill = issue_bill(w.store(), w.account, "2030-01", 1000).await;
+    let no = order_no(&w.order(&[bill], "wechatpay", "qr").await);
+    w.sb.pay(Channel::Wechatpay, WX, &no).unwrap();
+    w.wait_paid(&no).await;
+    let entries_before = w.store().entry_count().await.unwrap();
+
+    let r = refund_req(
+        &w,
+        &w.token,
+        &no,
+        "r0",
+        json!({"amount": "3.00", "reason": "meter misread"}),
+    )
+    .await;
+    assert_eq!(r.status(), 403, "an operator may not refund");
+    let r = refund_req(&w, &w.finance, &no, "r1", json!({"amount": "3.00", "reason": " "})).await;
+    assert_eq!(r.status(), 400, "a refund needs a reason");
+    let r = refund_req(
+        &w,
+        &w.finance,
+        &no,
+        "r2",
+        json!({"amount": "10.01", "reason": "too much"}),
+    )
+    .await;
+    assert_eq!(r.status(), 422, "more than was paid");
+
+    let r = refund_req(
+        &w,
+        &w.finance,
+        &no,
+        "r3",
+        json!({"amount": "3.00", "reason": "meter misread"}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let partial: Value = r.json().await.unwrap();
+    assert_eq!(partial["requested_by"], "token:finance");
+    assert_eq!(partial["reason"], "meter misread");
+    assert_eq!(
+        partial["status"], "processing",
+        "WeChat Pay refunds settle later: {partial}"
+    );
+    let refund_no = partial["refund_no"].as_str().unwrap().to_string();
+    // WeChat Pay confirms by notification.
+    wait_for("the refund notification", || async {
+        w.store().refund(&refund_no).await.unwrap().unwrap().status == "succeeded"
+    })
+    .await;
+    let shown: Value = w
+        .app
+        .client
+        .get(format!("{}/api/v1/refunds/{refund_no}", w.app.address))
+        .bearer_auth(&w.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["status"], "succeeded");
+    assert_eq!(w.receivable().await, 300, "the bill is open again by the refund");
+    let lines = w.store().entry_lines("refund", &refund_no).await.unwrap();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| (l.account_code.clone(), l.amount_fen))
+            .collect::<Vec<_>>(),
+        vec![
+            (format!("clearing:wechatpay:{WX}"), -300),
+            (format!("receivable:{}", w.account), 300)
+        ]
+    );
+    // The rest, with the same key twice: one refund.
+    let full = refund_req(&w, &w.finance, &no, "r4", json!({"reason": "moved out"})).await;
+    assert_eq!(full.status(), 201);
+    let full: Value = full.json().await.unwrap();
+    let again: Value = refund_req(&w, &w.finance, &no, "r4", json!({"reason": "moved out"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["refund_no"], again["refund_no"]);
+    assert_eq!(full["amount_fen"], 700);
+    let full_no = full["refund_no"].as_str().unwrap().to_string();
+    wait_for("the full refund", || async {
+        w.store().refund(&full_no).await.unwrap().unwrap().status == "succeeded"
+    })
+    .await;
+    let o = w.store().payment_order(&no).await.unwrap().unwrap();
+    assert_eq!((o.status.as_str(), o.refunded_fen), ("paid", 1000));
+    assert_eq!(w.receivable().await, 1000);
+    assert_eq!(
+        w.store().entry_count().await.unwrap(),
+        entries_before + 2,
+        "new entries, nothing edited"
+    );
+    let r = refund_req(&w, &w.finance, &no, "r5", json!({"reason": "again"})).await;
+    assert_eq!(r.status(), 422, "nothing left to refund");
+    assert!(journal_balances(w.store()).await);
+}
+
+#[tokio::test]
+async fn a_resident_pays_with_the_pay_link_and_reads_only_their_own_receipts() {
+    let w = world().await;
+    let bill = issue_bill(w.store(), w.account, "2030-01", 4321).await;
+    let signer = meterpay::dunning::outbox::link_signer(w.store(), &w.config, Utc::now())
+        .await
+        .unwrap();
+    let link = signer.token(
+        w.account,
+        meterpay::paylink::LinkPurpose::Pay,
+        Utc::now() + chrono::Duration::days(1),
+    );
+    let other_link = signer.token(
+        w.other_account,
+        meterpay::paylink::LinkPurpose::Pay,
+        Utc::now() + chrono::Duration::days(1),
+    );
+    let body = json!({"account_id": w.account, "bill_ids": [bill], "channel": "alipay", "method": "h5"});
+    let r = w
+        .app
+        .client
+        .post(format!("{}/api/v1/payments", w.app.address))
+        .header("X-Pay-Link", &other_link)
+        .header("Idempotency-Key", "res-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another account's link");
+    let r = w
+        .app
+        .client
+        .post(format!("{}/api/v1/payments", w.app.address))
+        .header("X-Pay-Link", &link)
+        .header("Idempotency-Key", "res-2")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    submit_browser_flow(&v["payer_action"]).await;
+    let no = order_no(&v);
+    w.sb.pay(Channel::Alipay, ALI, &no).unwrap();
+    w.wait_paid(&no).await;
+    let mine: Value = w
+        .app
+        .client
+        .get(format!("{}/api/v1/accounts/{}/receipts", w.app.address, w.account))
+        .header("X-Pay-Link", &link)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let receipts = mine["receipts"].as_array().unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0]["amount_fen"], 4321);
+    assert_eq!(receipts[0]["order_no"], no.as_str());
+    let r = w
+        .app
+        .client
+        .get(format!("{}/api/v1/receipts/RC{no}", w.app.address))
+        .header("X-Pay-Link", &other_link)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another account's receipt is not shown");
+    let activity = meterpay::payments::PaymentsPort::payment_activity(
+        &*w.other_instance().await,
+        w.account,
+        Utc::now() - chrono::Duration::days(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(activity.len(), 1);
+    assert_eq!(activity[0].state, "paid");
+}
