@@ -12,6 +12,7 @@ mod email_suite;
 mod helpers;
 mod jobs_suite;
 mod ledger_suite;
+mod payments_crash_suite;
 mod payments_suite;
 mod readings_suite;
 mod reminders_suite;
