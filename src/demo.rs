@@ -497,10 +497,10 @@ impl DemoSummary {
             }
             out.push_str(&format!("               {:<40} {:>30}\n", "total", b.total));
         }
-        out.push_str(&self.reminders.text());
         if let Some(p) = &self.payments {
             out.push_str(&p.text());
         }
+        out.push_str(&self.reminders.text());
         out.push_str(&format!("  database   {database}\n"));
         out
     }
