@@ -155,6 +155,8 @@ pub struct DemoSummary {
     pub payments: Option<crate::payments::demo::DemoPayments>,
     /// Whether the journal balances after the payments (None when none were made).
     pub balanced: Option<bool>,
+    /// The reminders sent after the bill run (clock moved past the due date).
+    pub reminders: crate::dunning::demo::DemoReminders,
 }
 
 /// The password of the demo's staff users. Printed in the demo summary; only the demo uses it.
@@ -408,6 +410,7 @@ pub async fn run(store: &Store, base_url: &str) -> anyhow::Result<DemoSummary> {
     }
     summary.receivables = Fen::new(receivables).to_string();
     summary.accounts_in_arrears = store.arrears(community.id, cst_date(now)).await?.len();
+    summary.reminders = crate::dunning::demo::remind(store, &community.code, base_url).await?;
     summary.usage_alerts = store.usage_alerts(community.id, None).await?.len();
     let last = first.plus_months(file.readings.months - 1);
     if let Some(a) = store.account_by_code(community.id, "D-1-1-101").await? {
@@ -495,6 +498,7 @@ impl DemoSummary {
         if let Some(p) = &self.payments {
             out.push_str(&p.text());
         }
+        out.push_str(&self.reminders.text());
         out.push_str(&format!("  database   {database}\n"));
         out
     }
