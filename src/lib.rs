@@ -25,6 +25,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod paylink;
 pub mod payments;
+pub mod reconcile;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -10,6 +10,7 @@ pub mod idempotent;
 pub mod metrics;
 pub mod pages;
 pub mod readings;
+pub mod reconcile;
 pub mod reminders;
 pub mod staff_admin;
 
@@ -51,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::router())
         .merge(reminders::router())
         .merge(billing::router())
+        .merge(reconcile::router())
         .fallback(error::not_found)
         // Resolves the session cookie and enforces CSRF on every route (see `auth`).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_layer))

@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod prepaid;
 pub mod readings;
+pub mod reconcile;
 pub mod reminders;
 pub mod tariffs;
 pub mod users;

@@ -13,6 +13,7 @@ mod helpers;
 mod jobs_suite;
 mod ledger_suite;
 mod readings_suite;
+mod reconcile_suite;
 mod reminders_suite;
 mod staff;
 mod store_suite;
