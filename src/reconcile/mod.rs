@@ -331,7 +331,8 @@ impl Reconciler {
             fee_rate_ppm: merchant.fee_rate_ppm,
         };
         let (mut items, mut matched, mut elsewhere, resolutions) = self.classify(&day, &file, &ledger, now).await?;
-        self.carry_prior_decisions(&day, &mut items, &mut matched, &mut elsewhere)
+        let backfilled = self
+            .carry_prior_decisions(&day, &mut items, &mut matched, &mut elsewhere)
             .await?;
         items.sort_by(|a, b| a.key.cmp(&b.key));
         let summary = summarise(
@@ -339,10 +340,10 @@ impl Reconciler {
             &file,
             bytes.len(),
             &ledger,
+            &backfilled,
             matched,
             elsewhere,
             &items,
-            &resolutions,
         );
         let run_id = self
             .store
@@ -652,16 +653,19 @@ impl Reconciler {
 
     /// Items of the day's previous run that a decision closed and whose difference the decision
     /// removed (a backfilled payment now matches; an expected entry was matched by the next
-    /// day's run) are carried into the new run, so a re-run gives the same results.
+    /// day's run) are carried into the new run, so a re-run gives the same results. Returns the
+    /// references whose ledger entries those decisions posted (the summary's ledger figures are
+    /// the ledger as the day's first run found it).
     async fn carry_prior_decisions(
         &self,
         day: &DayInput<'_>,
         items: &mut Vec<Item>,
         matched: &mut Tally,
         elsewhere: &mut Tally,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<HashSet<(RowKind, String)>, ReconcileError> {
+        let mut posted = HashSet::new();
         let Some(prior) = self.current_items(day, day.bill_date).await? else {
-            return Ok(());
+            return Ok(posted);
         };
         let keys: HashSet<String> = items.iter().map(|i| i.key.clone()).collect();
         for p in prior {
@@ -675,6 +679,7 @@ impl Reconciler {
                     let amount = signed(kind, item.file_amount_fen.unwrap_or(0));
                     matched.count = matched.count.saturating_sub(1);
                     matched.amount_fen -= amount;
+                    posted.insert((kind, item.reference().to_string()));
                 }
                 Class::Expected | Class::Short => {
                     let amount = signed(kind, item.ledger_amount_fen.unwrap_or(0));
@@ -685,7 +690,7 @@ impl Reconciler {
             }
             items.push(item);
         }
-        Ok(())
+        Ok(posted)
     }
 
     async fn settle_if_clear(
@@ -1053,10 +1058,10 @@ fn summarise(
     file: &SettlementFile,
     size: usize,
     ledger: &[LedgerItem],
+    backfilled: &HashSet<(RowKind, String)>,
     matched: Tally,
     elsewhere: Tally,
     items: &[Item],
-    _resolutions: &[NewResolution],
 ) -> RunSummary {
     let mut fees = Decimal::ZERO;
     let (mut payments, mut refunds) = (Tally::default(), Tally::default());
@@ -1070,6 +1075,9 @@ fn summarise(
     let fees_fen = matching::fee_text_fen(&fees.to_string()).unwrap_or(0);
     let (mut lp, mut lr) = (Tally::default(), Tally::default());
     for e in ledger {
+        if !backfilled.is_empty() && backfilled.contains(&(e.kind, e.reference.clone())) {
+            continue;
+        }
         match e.kind {
             RowKind::Payment => lp.add(e.amount_fen),
             RowKind::Refund => lr.add(e.amount_fen),

@@ -459,7 +459,11 @@ async fn a_payment_filed_after_midnight_is_expected_then_matched_and_the_days_se
         );
     }
     assert_eq!(trial_balance_sum(store).await, 0);
-    assert_eq!(store.balance(&LedgerAccount::GatewayFees).await.unwrap().get(), 60);
+    assert_eq!(
+        store.balance(&LedgerAccount::GatewayFees).await.unwrap().get(),
+        60 + 15,
+        "both days' fees"
+    );
     // Settling again posts nothing more; re-running D gives the same items as before.
     assert!(!w.rec.settle_day(c, m, d, now1).await.unwrap().posted);
     let again = w.rec.run(request(c, d, file_d), now1).await.unwrap();

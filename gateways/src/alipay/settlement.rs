@@ -275,10 +275,14 @@ pub fn identity(bytes: &[u8]) -> Result<BillIdentity, SettlementError> {
         )));
     }
     let head = &bytes[..bytes.len().min(4096)];
+    // The preamble is read as UTF-8 as far as it is valid UTF-8 (a file may break further on),
+    // else as GBK.
     let text = match std::str::from_utf8(head) {
         Ok(s) => Cow::Borrowed(s),
-        Err(e) if e.error_len().is_none() => Cow::Borrowed(std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or("")),
-        Err(_) => encoding_rs::GB18030.decode_without_bom_handling(head).0,
+        Err(e) => match std::str::from_utf8(&head[..e.valid_up_to()]) {
+            Ok(prefix) if prefix.contains("#账号") => Cow::Borrowed(prefix),
+            _ => encoding_rs::GB18030.decode_without_bom_handling(head).0,
+        },
     };
     let field = |label: &str| -> Option<String> {
         let line = text.lines().find(|l| l.contains(label))?;
