@@ -18,6 +18,7 @@ mod pages_suite;
 mod payments_crash_suite;
 mod payments_suite;
 mod readings_suite;
+mod reconcile_suite;
 mod reminders_plan_suite;
 mod reminders_suite;
 mod staff;
