@@ -401,6 +401,12 @@ pub async fn run(store: &Store, base_url: &str) -> anyhow::Result<DemoSummary> {
     summary.adjustments = Fen::new(adjusted).to_string();
     summary.settled_from_credit = Fen::new(from_credit).to_string();
     summary.late_fees_accrued = Fen::new(fees.accrued_fen - fees.reversed_fen).to_string();
+    // Pay some bills through the gateway sandbox before anyone is reminded: a paid account is
+    // never reminded.
+    if let Some(p) = crate::payments::demo::run(store).await? {
+        summary.balanced = Some(p.balanced);
+        summary.payments = Some(p);
+    }
     let mut receivables = 0i64;
     for a in store.list_accounts(community.id).await? {
         receivables += store
@@ -433,10 +439,6 @@ pub async fn run(store: &Store, base_url: &str) -> anyhow::Result<DemoSummary> {
                 total: Fen::new(b.total_fen).to_string(),
             });
         }
-    }
-    if let Some(p) = crate::payments::demo::run(store).await? {
-        summary.balanced = Some(p.balanced);
-        summary.payments = Some(p);
     }
     Ok(summary)
 }

@@ -55,9 +55,9 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::router())
         .merge(reminders::router())
         .merge(billing::router())
-        .merge(payments::router())
         .merge(openapi::router())
         .merge(crate::pages::router())
+        .merge(payments::router())
         .fallback(error::not_found)
         // Resolves the session cookie and enforces CSRF on every route (see `auth`).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_layer))
