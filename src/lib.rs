@@ -12,6 +12,7 @@
 //! - [`ledger`]: the double-entry journal; balances are derived from it.
 //! - [`jobs`]: the clock (cron slots claimed once) and the task queue (leases, retries).
 //! - [`http`]: the API, health, metrics.
+//! - [`pages`]: the operator, resident and finance pages.
 //! - [`config`], [`startup`], [`telemetry`]: wiring.
 
 pub mod access;
@@ -23,6 +24,7 @@ pub mod dunning;
 pub mod http;
 pub mod jobs;
 pub mod ledger;
+pub mod pages;
 pub mod paylink;
 pub mod payments;
 pub mod startup;

@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// The task queue: list tasks, revive a dead one.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Staff API tokens.
     Tokens {
         #[command(subcommand)]
@@ -96,6 +101,11 @@ enum Command {
         /// Divide the gateways' notification retry delays by this.
         #[arg(long, default_value_t = 1)]
         time_scale: u32,
+    },
+    /// Arrears reminders (SMS, e-mail, written notices).
+    Remind {
+        #[command(subcommand)]
+        command: meterpay::dunning::planner::RemindCommand,
     },
     /// Set up the demo community in the embedded database (idempotently) and serve it.
     Demo {
@@ -263,6 +273,22 @@ enum AlertsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TasksCommand {
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in this state: queued, running, done, dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a dead task (one that ran out of attempts) a fresh set of attempts, to run now.
+    Revive { id: i64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -442,10 +468,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             out
         }
+        Command::Remind { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = meterpay::dunning::planner::remind_command(&store, config, command).await;
+            store.close().await;
+            out
+        }
         Command::Arrears { command } => {
             meterpay::telemetry::init(&config.log);
             let store = startup::open_store(&config).await?;
             let out = arrears_command(&store, command).await;
+            store.close().await;
+            out
+        }
+        Command::Tasks { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = async {
+                match command {
+                    TasksCommand::List { status, limit, json } => {
+                        if let Some(s) = status.as_deref() {
+                            anyhow::ensure!(
+                                ["queued", "running", "done", "dead"].contains(&s),
+                                "unknown task status {s:?}: use queued, running, done or dead"
+                            );
+                        }
+                        let rows = store.list_tasks(status.as_deref(), limit).await?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&rows)?);
+                        } else {
+                            println!(
+                                "{:>8}  {:<24} {:<8} {:>8}  {:<25} last error",
+                                "id", "kind", "status", "attempts", "run at"
+                            );
+                            for t in &rows {
+                                println!(
+                                    "{:>8}  {:<24} {:<8} {:>4}/{:<3}  {:<25} {}",
+                                    t.id,
+                                    t.kind,
+                                    t.status,
+                                    t.attempts,
+                                    t.max_attempts,
+                                    t.run_at.to_rfc3339(),
+                                    t.last_error.as_deref().unwrap_or("")
+                                );
+                            }
+                        }
+                    }
+                    TasksCommand::Revive { id } => {
+                        let revived = store.revive_task(id, chrono::Utc::now()).await?;
+                        anyhow::ensure!(revived, "task {id} is not dead (or does not exist); nothing changed");
+                        println!("task {id} queued to run now with a fresh set of attempts");
+                    }
+                }
+                anyhow::Ok(())
+            }
+            .await;
             store.close().await;
             out
         }
@@ -571,6 +650,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let store = startup::open_store(&config).await?;
             let database = meterpay::config::redact_url(config.database_url());
+            let link_config = config.clone();
             let app = Application::build_with_store(config, store.clone()).await?;
             let base = format!("http://{}", app.addr());
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -594,6 +674,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  staff sign-in (demo only; password {}):", summary.staff_password);
                 for (name, role) in &summary.staff_users {
                     println!("             {name:<14} {role}");
+                }
+                if let Some((account, url)) =
+                    meterpay::pages::demo::resident_pay_link(&store, &link_config, &base, &summary.community_code)
+                        .await?
+                {
+                    println!("  pay link   {url}");
+                    println!("             (resident page of account {account}; open it on a phone-sized window)");
                 }
             }
             if no_serve {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod idempotent;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod readings;
 pub mod reminders;
@@ -51,6 +52,8 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::router())
         .merge(reminders::router())
         .merge(billing::router())
+        .merge(openapi::router())
+        .merge(crate::pages::router())
         .fallback(error::not_found)
         // Resolves the session cookie and enforces CSRF on every route (see `auth`).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_layer))
@@ -66,7 +69,8 @@ pub fn app(state: AppState) -> Router {
                 .get(REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            let path = crate::pages::resident::loggable_path(req.uri().path());
+            tracing::info_span!("http", method = %req.method(), path = %path, request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -239,6 +239,38 @@ impl Store {
         })
     }
 
+    /// Tasks for inspection, newest first; `status` filters (`queued`, `running`, `done`, `dead`).
+    pub async fn list_tasks(&self, status: Option<&str>, limit: i64) -> Result<Vec<TaskRow>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, TaskRow>(
+                "SELECT id, kind, payload, dedupe_key, status, attempts, max_attempts, run_at, lease_owner, last_error \
+                 FROM tasks WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) ORDER BY id DESC LIMIT $2",
+            )
+            .bind(status)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("listing tasks", e))
+        })
+    }
+
+    /// Give a `dead` task (one that ran out of attempts) a fresh set of attempts, to run now.
+    /// Its last error is kept until it runs again. `false` if the task is not dead.
+    pub async fn revive_task(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        on_write!(self, |pool| {
+            sqlx::query(
+                "UPDATE tasks SET status = 'queued', attempts = 0, run_at = $1, updated_at = $1 \
+                 WHERE id = $2 AND status = 'dead'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| StoreError::db("reviving a dead task", e))
+        })
+    }
+
     /// Count of tasks per status (for `/metrics`).
     pub async fn task_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         on_read!(self, |pool| {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub mod pages;
 pub mod prepaid;
 pub mod readings;
 pub mod reminders;

@@ -38,6 +38,20 @@ const PROTECTED: &[(&str, &str, Refusal)] = &[
     ("GET", "/staff/password", Refusal::Page),
     ("POST", "/staff/password", Refusal::Page),
     ("POST", "/staff/sign-out", Refusal::Page),
+    ("GET", "/staff/ops", Refusal::Page),
+    ("GET", "/staff/ops/communities/X", Refusal::Page),
+    ("GET", "/staff/ops/communities/X/meters", Refusal::Page),
+    ("GET", "/staff/ops/communities/X/tariffs", Refusal::Page),
+    ("GET", "/staff/ops/accounts/1", Refusal::Page),
+    ("GET", "/staff/ops/meters/1", Refusal::Page),
+    ("GET", "/staff/ops/bills/1", Refusal::Page),
+    ("GET", "/staff/ops/readings", Refusal::Page),
+    ("POST", "/staff/ops/readings/1/accept", Refusal::Page),
+    ("POST", "/staff/ops/readings/1/reject", Refusal::Page),
+    ("GET", "/staff/ops/bill-runs", Refusal::Page),
+    ("POST", "/staff/ops/bill-runs", Refusal::Page),
+    ("POST", "/staff/ops/bill-runs/preview", Refusal::Page),
+    ("GET", "/staff/ops/reminders", Refusal::Page),
 ];
 
 async fn call(app: &TestApp, method: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {

@@ -8,7 +8,7 @@
 //! b.click("button[type=submit]").await;
 //! assert!(b.text("h1").await.contains("工作台"));
 //! b.assert_accessible("home").await;     // labels, contrast ≥ 4.5:1, lang, title, landmarks
-//! b.screenshot("home-375").await;        // target/screenshots/home-375.png
+//! b.screenshot("home-375").await;        // target/test-artefacts/home-375.png
 //! b.close().await;
 //! ```
 //!
@@ -19,7 +19,7 @@
 //!   profile directory and the flags this machine needs (`--headless --no-sandbox --disable-gpu
 //!   --disable-quic …`). One browser runs at a time across the test binary (a semaphore), so
 //!   parallel tests do not starve two cores.
-//! - Screenshots go to `target/screenshots/NAME.png` (CI keeps them as artefacts).
+//! - Screenshots go to `target/test-artefacts/NAME.png` (CI keeps them as artefacts).
 //! - The accessibility check is our own script, run in the page ([`A11Y_CHECK`]): every
 //!   visible form control has an accessible name (label, `aria-label` or `aria-labelledby`;
 //!   button text), images have `alt`, SVG images have a name, links have text, the page has
@@ -69,7 +69,7 @@ pub fn screenshot_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("screenshots")
+    target.join("test-artefacts")
 }
 
 /// One headless Chromium session.
@@ -267,7 +267,7 @@ impl Browser {
             .is_empty()
     }
 
-    /// Save a PNG of the viewport as `target/screenshots/{name}.png`; returns its path.
+    /// Save a PNG of the viewport as `target/test-artefacts/{name}.png`; returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("a screenshot");
         assert!(png.starts_with(b"\x89PNG"), "a PNG");

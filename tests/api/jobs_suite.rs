@@ -168,6 +168,22 @@ async fn failures_back_off_then_the_task_dies_after_its_last_attempt() {
     }
     assert_eq!(db.store.task(id).await.unwrap().unwrap().status, "dead");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // An operator lists the dead task and revives it (`meterpay tasks revive ID`): it gets a
+    // fresh set of attempts and runs again.
+    let dead = db.store.list_tasks(Some("dead"), 10).await.unwrap();
+    assert_eq!(dead.iter().map(|t| t.id).collect::<Vec<_>>(), vec![id]);
+    assert!(db.store.list_tasks(Some("queued"), 10).await.unwrap().is_empty());
+    assert_eq!(db.store.list_tasks(None, 10).await.unwrap().len(), 1);
+    assert!(db.store.revive_task(id, Utc::now()).await.unwrap());
+    assert!(
+        !db.store.revive_task(id, Utc::now()).await.unwrap(),
+        "only a dead task revives"
+    );
+    let revived = db.store.task(id).await.unwrap().unwrap();
+    assert_eq!((revived.status.as_str(), revived.attempts), ("queued", 0));
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

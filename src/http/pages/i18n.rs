@@ -129,7 +129,12 @@ fn parse_q(s: &str) -> u32 {
 
 fn catalogue() -> &'static HashMap<&'static str, (&'static str, &'static str)> {
     static MAP: OnceLock<HashMap<&'static str, (&'static str, &'static str)>> = OnceLock::new();
-    MAP.get_or_init(|| MESSAGES.iter().map(|(k, zh, en)| (*k, (*zh, *en))).collect())
+    MAP.get_or_init(|| all_messages().map(|(k, zh, en)| (*k, (*zh, *en))).collect())
+}
+
+/// Every message: these, then the pages' own ([`crate::pages::MESSAGES`]).
+fn all_messages() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> {
+    MESSAGES.iter().chain(crate::pages::MESSAGES.iter())
 }
 
 /// `(key, Chinese, English)`. Group by page; keep keys `area.name`.
@@ -277,7 +282,7 @@ mod tests {
     #[test]
     fn the_catalogue_has_unique_keys_both_languages_and_matching_placeholders() {
         let mut seen = std::collections::HashSet::new();
-        for (k, zh, en) in MESSAGES {
+        for (k, zh, en) in all_messages() {
             assert!(seen.insert(*k), "duplicate message key {k}");
             assert!(!zh.is_empty() && !en.is_empty(), "{k} lacks a text");
             assert_eq!(placeholders(zh), placeholders(en), "{k}: placeholders differ");
@@ -297,10 +302,9 @@ mod tests {
             }
         }
         let mut files = Vec::new();
-        walk(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http"),
-            &mut files,
-        );
+        for dir in ["src/http", "src/pages"] {
+            walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), &mut files);
+        }
         let mut checked = 0;
         for f in files {
             let source = std::fs::read_to_string(&f).unwrap();

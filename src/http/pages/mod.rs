@@ -107,6 +107,26 @@ pub const NAV: &[NavItem] = &[
         roles: ANY_ROLE,
     },
     NavItem {
+        path: "/staff/ops",
+        label: "nav.ops",
+        roles: crate::pages::operator::READ,
+    },
+    NavItem {
+        path: "/staff/ops/readings",
+        label: "nav.held",
+        roles: &["operator", "read_only"],
+    },
+    NavItem {
+        path: "/staff/ops/bill-runs",
+        label: "nav.bill_runs",
+        roles: crate::pages::operator::WRITE,
+    },
+    NavItem {
+        path: "/staff/ops/reminders",
+        label: "nav.reminders",
+        roles: &["operator", "read_only"],
+    },
+    NavItem {
         path: "/staff/users",
         label: "nav.users",
         roles: &["admin"],
