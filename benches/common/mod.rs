@@ -366,7 +366,6 @@ pub async fn raw_insert_floor(kind: &str, n: usize) -> Measured {
         let now = Utc::now();
         for start in (0..n).step_by(20_000) {
             let r = start..(start + 20_000).min(n);
-            let k = r.len();
             let _: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO {table} (meter_id, read_at, value_e4, kind, source, status, hold_reason, rollover, steady_since, created_at) \
                  SELECT u.m, u.t, u.v, 'actual', 'import', 'valid', NULL, FALSE, NULL, $4 \
@@ -379,7 +378,6 @@ pub async fn raw_insert_floor(kind: &str, n: usize) -> Measured {
             .fetch_all(&mut *tx)
             .await
             .unwrap();
-            let _ = k;
         }
         tx.commit().await.unwrap();
         let m = p.stop().await;
