@@ -88,7 +88,7 @@ pub fn resident_page(ctx: &PageCtx, title: &str, content: Markup) -> Markup {
 }
 
 /// A resident's error page (a bad link, a bill not on this account) with a way on.
-fn resident_error(ctx: &PageCtx, status: StatusCode, message: &str) -> Response {
+pub(crate) fn resident_error(ctx: &PageCtx, status: StatusCode, message: &str) -> Response {
     let body = resident_page(
         ctx,
         ctx.t("res.error_title"),
@@ -101,7 +101,7 @@ fn resident_error(ctx: &PageCtx, status: StatusCode, message: &str) -> Response 
 }
 
 /// Verify a pay link, or the refusal page.
-async fn verify(state: &AppState, ctx: &PageCtx, token: &str) -> Result<LinkClaims, Response> {
+pub(crate) async fn verify(state: &AppState, ctx: &PageCtx, token: &str) -> Result<LinkClaims, Response> {
     let now = Utc::now();
     let signer = crate::dunning::outbox::link_signer(&state.store, &state.config, now)
         .await
@@ -118,7 +118,7 @@ async fn verify(state: &AppState, ctx: &PageCtx, token: &str) -> Result<LinkClai
     })
 }
 
-async fn account_of(state: &AppState, claims: &LinkClaims) -> Result<Account, PageError> {
+pub(crate) async fn account_of(state: &AppState, claims: &LinkClaims) -> Result<Account, PageError> {
     state
         .store
         .account_by_id(claims.account_id)
