@@ -3,8 +3,13 @@
 //! and the whole way through the outbox and task workers on the database. Prints its figures;
 //! asserts nothing.
 //!
+//! Planning is measured twice: the pure policy over prepared inputs, and the whole planner over
+//! the database (`dunning::planner`: accounts, open bills split into tracks, history, opt-outs
+//! and payments read in bulk, then decided, composed — and, in the second figure, enqueued) for
+//! `BENCH_PLAN_ACCOUNTS` (default 100,000) accounts with an overdue bill from a real bill run.
+//!
 //! `cargo bench --bench reminders` runs on SQLite; with `BENCH_DATABASE_URL=postgres://…` the
-//! outbox part runs on PostgreSQL as well. `BENCH_SMS_RATE` is the sandbox's limit per second
+//! database parts run on PostgreSQL as well (`BENCH_ONLY=sqlite|postgres` picks one). `BENCH_SMS_RATE` is the sandbox's limit per second
 //! (default 2,000); our client keeps to 95 % of it. `BENCH_SMS` changes the message count.
 
 use std::collections::HashSet;
@@ -354,6 +359,137 @@ async fn send_through_outbox(kind: &str, n: usize, rate: u32) {
     store.close().await;
 }
 
+/// The planner over the database: `n` accounts, each with an overdue electricity bill.
+async fn plan_from_db(kind: &str, n: usize) {
+    use meterpay::billing::accounts_import::{AccountSpec, MeterSpec};
+    use meterpay::billing::readings::IncomingReading;
+    use meterpay::dunning::planner::{PlanOptions, Planner};
+    use meterpay::store::bills::RunOptions;
+    let (store, _dir) = fresh_store(kind).await;
+    let now = Utc::now();
+    let t0 = Instant::now();
+    let (c, _) = store.ensure_community("PLAN", "Plan", "bench", now).await.unwrap();
+    let one = meterpay::domain::Quantity::parse("1").unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                (
+                    i + 2,
+                    Ok(AccountSpec {
+                        code: format!("A{i:06}"),
+                        name: "Bench".into(),
+                        building: format!("{}", i / 1000),
+                        unit: "1".into(),
+                        door_no: format!("{i}"),
+                        phone: None,
+                        mobile: Some(format!("+86139{i:08}")),
+                        email: Some(format!("a{i}@example.cn")),
+                        meters: vec![MeterSpec {
+                            meter_no: format!("E{i:06}"),
+                            utility: Utility::Electricity,
+                            digit_count: 6,
+                            multiplier: one,
+                        }],
+                        payment_mode: "postpaid".into(),
+                        credit_rating: ["A", "B", "C", "D"][i % 4].into(),
+                        customer_class: "residential".into(),
+                        area_m2_e2: None,
+                        occupied: None,
+                        opened_on: None,
+                        low_balance_fen: None,
+                    }),
+                )
+            })
+            .collect();
+        store.import_accounts(c.id, &rows, "bench", None, now).await.unwrap();
+    }
+    let tariffs = meterpay::store::tariffs::TariffFile::parse(
+        "[[tariff]]\ncommunity = \"PLAN\"\nutility = \"electricity\"\nname = \"Flat\"\neffective_from = 2020-01-01\n\
+         [[tariff.components]]\nkind = \"energy\"\nprices = [\"0.50\"]\n",
+    )
+    .unwrap();
+    store
+        .add_tariff_versions(&tariffs.tariff, "bench", None, now)
+        .await
+        .unwrap();
+    let cst = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    for month in 1..=2u32 {
+        let at = cst.with_ymd_and_hms(2026, month, 25, 8, 0, 0).unwrap().to_rfc3339();
+        let all: Vec<IncomingReading> = (0..n)
+            .map(|i| IncomingReading {
+                meter_no: format!("E{i:06}"),
+                utility: "electricity".into(),
+                read_at: at.clone(),
+                value: serde_json::json!((1000 + month as usize * (100 + i % 300)).to_string()),
+                kind: None,
+                registers: None,
+            })
+            .collect();
+        for chunk in all.chunks(50_000) {
+            store
+                .ingest_readings(None, chunk, "import", "bench", now, &|_| {})
+                .await
+                .unwrap();
+        }
+    }
+    let mut o = RunOptions::new(meterpay::domain::Period::parse("2026-02").unwrap());
+    o.community = Some("PLAN".into());
+    o.due_date = NaiveDate::from_ymd_opt(2026, 3, 15);
+    let run = store
+        .run_bills(
+            &o,
+            "bench",
+            None,
+            cst.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap().with_timezone(&Utc),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.communities[0].bills_issued, n);
+    store.refresh_statistics().await.unwrap();
+    say(format!(
+        "[{kind}] planner set-up: {n} accounts, {} bills due 2026-03-15, in {:.1} s",
+        n,
+        t0.elapsed().as_secs_f64()
+    ));
+    let mut config = meterpay::config::Config::default();
+    config.reminders.sign_name = "阳光花园物业".into();
+    config.reminders.templates = MessageKind::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str().to_string(), format!("SMS_1000000{i}")))
+        .collect();
+    let planner = Planner::new(store.clone(), Arc::new(config), None);
+    let at = cst.with_ymd_and_hms(2026, 3, 26, 10, 0, 0).unwrap().with_timezone(&Utc);
+    for dry_run in [true, false] {
+        let start = Instant::now();
+        let r = planner
+            .run(
+                &PlanOptions {
+                    community: Some("PLAN".into()),
+                    dry_run,
+                },
+                at,
+            )
+            .await
+            .unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        let p = &r.communities[0];
+        say(format!(
+            "[{kind}] planner over the database, {}: {} overdue accounts → {} to send, {} waiting, {} nothing, {} enqueued, {} errors in {secs:.2} s (target ≤ 10 s for 100,000)",
+            if dry_run { "dry run (read, decide, compose)" } else { "real run (… and enqueue)" },
+            p.accounts,
+            p.send,
+            p.wait,
+            p.nothing,
+            p.enqueued,
+            p.errors
+        ));
+    }
+    store.close().await;
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_SMS")
         .ok()
@@ -368,7 +504,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let plan_n: usize = std::env::var("BENCH_PLAN_ACCOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
+        if only != "postgres" {
+            plan_from_db("sqlite", plan_n).await;
+        }
+        if std::env::var("BENCH_DATABASE_URL").is_ok() && only != "sqlite" {
+            plan_from_db("postgres", plan_n).await;
+        }
+        if std::env::var("BENCH_PLAN_ONLY").is_ok() {
+            return;
+        }
         send_direct(n, rate).await;
         send_through_outbox("sqlite", n, rate).await;
         if std::env::var("BENCH_DATABASE_URL").is_ok() {

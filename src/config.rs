@@ -204,6 +204,10 @@ pub struct RemindersConfig {
     pub templates: std::collections::BTreeMap<String, String>,
     /// Per community (by code): provider, signature, templates, number, language and policy.
     pub communities: std::collections::BTreeMap<String, CommunityRemindersConfig>,
+    /// Secret the providers' SMS-reply (uplink) push must carry as `?token=` on
+    /// `POST /api/v1/reminders/sms-replies/{provider}`; empty disables that endpoint.
+    #[serde(serialize_with = "ser_secret")]
+    pub sms_reply_token: SecretString,
 }
 
 /// `[reminders.communities.CODE]`: what differs for one community. Unset fields fall back to
@@ -233,6 +237,7 @@ impl Default for RemindersConfig {
             language: crate::dunning::templates::Language::Zh,
             templates: Default::default(),
             communities: Default::default(),
+            sms_reply_token: SecretString::from(""),
         }
     }
 }

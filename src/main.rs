@@ -102,6 +102,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         time_scale: u32,
     },
+    /// Arrears reminders (SMS, e-mail, written notices).
+    Remind {
+        #[command(subcommand)]
+        command: meterpay::dunning::planner::RemindCommand,
+    },
     /// Set up the demo community in the embedded database (idempotently) and serve it.
     Demo {
         /// Address to listen on (overrides http.listen).
@@ -460,6 +465,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             }
             .await;
+            store.close().await;
+            out
+        }
+        Command::Remind { command } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let out = meterpay::dunning::planner::remind_command(&store, config, command).await;
             store.close().await;
             out
         }

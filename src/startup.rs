@@ -127,7 +127,9 @@ impl Application {
                 );
                 workers.push(tokio::spawn(worker.run(stop_rx.clone())));
             }
-            scheduler = Some(Scheduler::start(state.store.clone(), state.instance_id.to_string(), cron_jobs()?).await?);
+            let mut jobs = cron_jobs()?;
+            jobs.push(crate::dunning::planner::cron_job(state.config.clone())?);
+            scheduler = Some(Scheduler::start(state.store.clone(), state.instance_id.to_string(), jobs).await?);
         }
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
         let store = state.store.clone();

@@ -21,11 +21,16 @@
 //! - [`outbox`]: composing decisions into stored messages and delivering them through the task
 //!   queue; the rule "nobody receives the same step twice" lives there.
 //!
-//! Not here yet (joined later): reading bills and payments from the database into
-//! [`policy::PolicyInput`], the nightly run, `meterpay remind run`, and the demo's reminders.
+//! - [`planner`]: the join with the database — a community's accounts, open bills (split into
+//!   tracks), history, opt-outs and payments read in bulk, decided, composed and enqueued; the
+//!   per-account history; the hourly `reminders.plan` job. `meterpay remind run`,
+//!   `POST /api/v1/reminders/run` and the demo call it.
+//! - [`demo`]: the demo's reminders through the sandbox SMS provider and a loopback SMTP server.
 
+pub mod demo;
 pub mod email;
 pub mod outbox;
+pub mod planner;
 pub mod policy;
 pub mod sandbox;
 pub mod sms;

@@ -597,10 +597,14 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
         // The latest step due for each bill, unless that step (or a later one) went already.
         let mut pending: Vec<(&OpenBill, Step)> = Vec::new();
         for b in &live {
+            // The furthest step reached by now — by rank, not by date: a bill issued late (after
+            // its own overdue days, e.g. a back-billed period) is at its overdue step, not at
+            // "bill issued".
             let Some((step, _)) = policy
                 .schedule(b, account.credit_rating, account.auto_debit)
                 .into_iter()
-                .rfind(|(_, d)| *d <= today)
+                .filter(|(_, d)| *d <= today)
+                .max_by_key(|(s, _)| s.rank())
             else {
                 continue;
             };
@@ -617,6 +621,7 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
             input.history.iter().any(|h| {
                 h.account_id == account.account_id
                     && h.bill_ids.contains(&bill)
+                    && h.track.is_none_or(|t| t == track)
                     && ((h.step == step && ch.is_none_or(|c| h.channel == c)) || h.step.rank() > step.rank())
             })
         };
@@ -834,13 +839,17 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
                 staff,
             );
         }
-        let week: Vec<DateTime<Utc>> = input
+        // Messages, not history entries: a combined message records one entry per bill.
+        let mut week: Vec<(i64, Channel, DateTime<Utc>)> = input
             .history
             .iter()
             .filter(electronic)
-            .map(|h| h.at)
-            .filter(|at| *at > input.now - Duration::days(7))
+            .filter(|h| h.at > input.now - Duration::days(7))
+            .map(|h| (h.account_id, h.channel, h.at))
             .collect();
+        week.sort();
+        week.dedup();
+        let week: Vec<DateTime<Utc>> = week.into_iter().map(|(_, _, at)| at).collect();
         if week.len() as u32 >= policy.max_per_week {
             let oldest = week.iter().min().copied().unwrap_or(input.now);
             return wait(
@@ -1178,6 +1187,22 @@ mod tests {
     }
 
     #[test]
+    fn a_combined_message_counts_once_against_the_weekly_cap() {
+        let mut c = Case::new(vec![bill(1, ELEC, 10000, date(2026, 7, 15))]);
+        for b in [101, 102, 103, 104] {
+            c.history.push(SentStep {
+                account_id: 7,
+                step: Step::Overdue(1),
+                track: Some(WATER),
+                bill_ids: vec![b],
+                channel: Channel::Sms,
+                at: at(2026, 7, 16, 9, 0),
+            });
+        }
+        assert!(matches!(c.at(at(2026, 7, 18, 10, 0)).outcome, Outcome::Send(_)));
+    }
+
+    #[test]
     fn several_overdue_bills_of_a_track_make_one_combined_message() {
         let mut c = Case::new(vec![
             bill(1, ELEC, 10000, date(2026, 6, 15)),
@@ -1385,6 +1410,14 @@ mod tests {
             // Nothing more is sent automatically after the final reminder.
             assert!(!matches!(later.outcome, Outcome::Send(_)));
         }
+    }
+
+    #[test]
+    fn a_bill_issued_after_its_due_date_is_at_its_overdue_step_not_at_bill_issued() {
+        let mut c = Case::new(vec![bill(1, ELEC, 16325, date(2026, 7, 15))]);
+        c.bills[0].issued_on = date(2026, 8, 1);
+        let p = planned(&c.at(at(2026, 8, 2, 10, 0))).clone();
+        assert_eq!(p.step, Step::Overdue(2));
     }
 
     #[test]

@@ -316,6 +316,39 @@ pub const OPERATIONS: &[Op] = &[
     )
     .ok(200, "an HTML confirmation; 400 for an altered or expired link")
     .produces("text/html"),
+    op(
+        "POST",
+        "/api/v1/reminders/run",
+        "reminders",
+        "Plan reminders and (unless a dry run) enqueue them: who, by which channel, and why or why not",
+        Auth::Staff(OPERATOR),
+    )
+    .json("community?, dry_run? (any reader may dry-run), at? (RFC 3339, dry run only)")
+    .ok(200, "the plan: per account the decision, channel and reasons"),
+    op(
+        "GET",
+        "/api/v1/accounts/{id}/reminders",
+        "reminders",
+        "An account's reminder history with delivery attempts and statuses",
+        Auth::Staff(READ),
+    ),
+    op(
+        "POST",
+        "/api/v1/reminders/{id}/served",
+        "reminders",
+        "Record that a formal written notice was served",
+        Auth::Staff(OPERATOR),
+    )
+    .json("evidence (how and when it was served)"),
+    op(
+        "POST",
+        "/api/v1/reminders/sms-replies/{provider}",
+        "reminders",
+        "The SMS provider's inbound replies (TD/退订 opts out); provider aliyun or tencent",
+        Auth::Link,
+    )
+    .query(&[("token", "required: the inbound-reply token configured at the provider")])
+    .json("the provider's reply push (Alibaba: list of {phone_number, content}; Tencent: list of {mobile, text})"),
 ];
 
 fn path_params(path: &str) -> Vec<&str> {

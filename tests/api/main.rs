@@ -16,6 +16,7 @@ mod openapi_suite;
 mod pages_browser_suite;
 mod pages_suite;
 mod readings_suite;
+mod reminders_plan_suite;
 mod reminders_suite;
 mod staff;
 mod store_suite;
