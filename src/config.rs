@@ -30,6 +30,7 @@ pub struct Config {
     pub sms: SmsConfig,
     pub smtp: SmtpConfig,
     pub paylink: PaylinkConfig,
+    pub payments: crate::payments::config::PaymentsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +134,7 @@ impl Default for Config {
             sms: SmsConfig::default(),
             smtp: SmtpConfig::default(),
             paylink: PaylinkConfig::default(),
+            payments: crate::payments::config::PaymentsConfig::default(),
         }
     }
 }

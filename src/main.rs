@@ -653,6 +653,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let link_config = config.clone();
             let app = Application::build_with_store(config, store.clone()).await?;
             let base = format!("http://{}", app.addr());
+            meterpay::payments::demo::attach(app.state().payments.clone(), &base);
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let server = tokio::spawn(app.run_until(async move {
                 let _ = stop_rx.await;

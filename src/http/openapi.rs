@@ -297,6 +297,75 @@ pub const OPERATIONS: &[Op] = &[
     .ok(201, "the top-up"),
     op("PUT", "/api/v1/accounts/{id}/low-balance", "billing", "Set the low-balance threshold", Auth::Staff(OPERATOR))
         .json("threshold (yuan string or null)"),
+    // payments
+    op(
+        "POST",
+        "/api/v1/payments",
+        "payments",
+        "Create a payment order for open bills of an account, or a prepaid top-up (Idempotency-Key required)",
+        Auth::Staff(&["operator", "finance"]),
+    )
+    .json("account_id, bill_ids or top_up (yuan string), channel (alipay, wechatpay, unionpay), method (qr, h5, jsapi, web), if_live? (reuse or supersede), payer_openid? (JSAPI), return_url?; a resident calls it with the account's pay link in X-Pay-Link instead of a staff token")
+    .ok(201, "order_no, amount_fen, expires_at and payer_action (qr_code, redirect, jsapi parameters or a form); 200 with reused: true for the same live order; 409 when a bill has another live order"),
+    op("GET", "/api/v1/payments/flags", "payments", "Payments raised for finance (amount or merchant mismatches, payments on closed orders, gateway-made refunds) and rejected callbacks", Auth::Staff(&["finance", "read_only"])),
+    op("GET", "/api/v1/payments/{order_no}", "payments", "An order with its bills, status, refunds and receipt number", Auth::Staff(READ)),
+    op(
+        "POST",
+        "/api/v1/payments/{order_no}/query",
+        "payments",
+        "Query the order at its gateway and apply a payment the gateway shows",
+        Auth::Staff(&["operator", "finance"]),
+    )
+    .ok(200, "what the query found and did"),
+    op(
+        "POST",
+        "/api/v1/payments/{order_no}/close",
+        "payments",
+        "Close an unpaid order, at the gateway first",
+        Auth::Staff(&["operator", "finance"]),
+    ),
+    op(
+        "POST",
+        "/api/v1/payments/{order_no}/refunds",
+        "payments",
+        "Refund all that is left of a payment, or an amount (Idempotency-Key required)",
+        Auth::Staff(&["finance"]),
+    )
+    .json("amount? (yuan string), reason")
+    .ok(201, "the refund, processing until the gateway confirms"),
+    op("GET", "/api/v1/refunds/{refund_no}", "payments", "A refund's status", Auth::Staff(READ)),
+    op(
+        "GET",
+        "/api/v1/receipts/{receipt_no}",
+        "payments",
+        "A receipt (staff, or the account's pay link in X-Pay-Link)",
+        Auth::Staff(READ),
+    ),
+    op(
+        "GET",
+        "/api/v1/accounts/{id}/receipts",
+        "payments",
+        "An account's receipts (staff, or the account's pay link in X-Pay-Link)",
+        Auth::Staff(READ),
+    ),
+    op(
+        "POST",
+        "/notify/{channel}/{merchant}",
+        "payments",
+        "A gateway's asynchronous notification: verified over the raw bytes, applied once",
+        Auth::Gateway,
+    )
+    .body("application/octet-stream", "the gateway's notification exactly as sent (form, JSON or XML by channel)")
+    .ok(200, "the gateway's required answer (Alipay success, WeChat Pay 200 with JSON, UnionPay 200)")
+    .produces("text/plain"),
+    op(
+        "GET",
+        "/payments/return/{order_no}",
+        "payments",
+        "Where a payer's browser returns after a browser flow: how the order stands",
+        Auth::Public,
+    )
+    .produces("text/plain"),
     // reminders
     op(
         "GET",
