@@ -170,6 +170,7 @@ fn short_period(p: &str) -> String {
 async fn overview(
     State(state): State<AppState>,
     AnyPage(ctx): AnyPage,
+    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, PageError> {
     let claims = match verify(&state, &ctx, &token).await {
@@ -193,6 +194,8 @@ async fn overview(
         .store
         .usage_history(account.id, (CHART_PERIODS * 2) as i64)
         .await?;
+    let prepaid = account.payment_mode == "prepaid";
+    let pay = super::pay::pay_section(&state, &ctx, &headers, &token, account.community_id, owed, prepaid).await;
     let address = match account.premises_id {
         Some(p) => state.store.premises_address(p).await?,
         None => None,
@@ -209,6 +212,7 @@ async fn overview(
                 p { (ctx.t("res.credit")) ": " (yuan(balance.credit_fen)) }
             }
         }
+        (pay)
         @if !open.is_empty() {
             section aria-labelledby="open-bills" {
                 h2 #open-bills { (ctx.t("res.open_bills")) }

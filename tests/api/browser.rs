@@ -42,7 +42,6 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// A phone-sized viewport (CSS pixels).
 pub const MOBILE: (u32, u32) = (375, 812);
 /// The User-Agent of a phone's browser (Chrome on Android).
-#[allow(dead_code)]
 pub const PHONE_UA: &str =
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36";
 
@@ -106,7 +105,6 @@ impl Browser {
 
     /// A phone: the [`MOBILE`] viewport and a mobile browser's User-Agent ([`PHONE_UA`]), so
     /// pages that adapt to the device (the pay buttons) see a phone.
-    #[allow(dead_code)]
     pub async fn start_as_phone(test: &str) -> Option<Browser> {
         Self::start_with(test, MOBILE, "zh-CN,zh", Some(PHONE_UA)).await
     }
