@@ -151,12 +151,12 @@ pub struct DemoSummary {
     pub replacement: String,
     pub estimate: String,
     pub sample_bill: Option<SampleBill>,
-    /// The reminders sent after the bill run (clock moved past the due date).
-    pub reminders: crate::dunning::demo::DemoReminders,
     /// Bills paid through the gateway sandbox (when the demo serves payments).
     pub payments: Option<crate::payments::demo::DemoPayments>,
     /// Whether the journal balances after the payments (None when none were made).
     pub balanced: Option<bool>,
+    /// The reminders sent after the bill run (clock moved past the due date).
+    pub reminders: crate::dunning::demo::DemoReminders,
 }
 
 /// The password of the demo's staff users. Printed in the demo summary; only the demo uses it.
