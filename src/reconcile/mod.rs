@@ -30,9 +30,10 @@
 //!
 //! Public entry points others call: [`Reconciler::run`] (a run), [`Reconciler::resolve`],
 //! [`Reconciler::settle_day`], [`report::morning_report`] and [`report::MorningReport`] (the
-//! finance page's data), [`report::send_report`], [`cron_jobs`], [`demo_step`].
+//! finance page's data), [`report::send_report`], [`cron_jobs`], [`demo::demo_step`].
 
 pub mod cli;
+pub mod demo;
 pub mod matching;
 pub mod report;
 
@@ -1135,11 +1136,8 @@ fn summarise(
 }
 
 /// The cron jobs: one per channel at its configured time (Beijing), reconciling the previous day
-/// for every configured merchant of the channel, then the morning report.
-pub fn cron_jobs(
-    config: &crate::config::Config,
-    port: Arc<dyn PaymentsPort>,
-) -> anyhow::Result<Vec<crate::jobs::CronJob>> {
+/// for every configured merchant of the channel, then the morning report to finance.
+pub fn cron_jobs(config: Arc<crate::config::Config>) -> anyhow::Result<Vec<crate::jobs::CronJob>> {
     let rc = config.reconcile.clone();
     if !rc.enabled {
         return Ok(Vec::new());
@@ -1151,17 +1149,16 @@ pub fn cron_jobs(
         (Channel::Unionpay, rc.unionpay_at.clone()),
     ] {
         let schedule = cron_at(&at).map_err(|e| anyhow::anyhow!("reconcile.{channel}_at: {e}"))?;
-        let port = port.clone();
-        let rc = rc.clone();
+        let config = config.clone();
         jobs.push(crate::jobs::CronJob::new(
             &format!("reconcile.{channel}"),
             &schedule,
             move |store, at| {
-                let port = port.clone();
-                let rc = rc.clone();
+                let config = config.clone();
                 async move {
                     let day = at.with_timezone(&cst()).date_naive() - Duration::days(1);
-                    let r = Reconciler::new(store, port.clone(), rc);
+                    let port = default_port(&store, &config);
+                    let r = Reconciler::new(store, port.clone(), config.reconcile.clone());
                     for m in port.merchants().await?.into_iter().filter(|m| m.channel == channel) {
                         let req = RunRequest {
                             channel,
@@ -1182,22 +1179,20 @@ pub fn cron_jobs(
         )?);
     }
     let schedule = cron_at(&rc.report_at).map_err(|e| anyhow::anyhow!("reconcile.report_at: {e}"))?;
-    let smtp = config.smtp.clone();
     jobs.push(crate::jobs::CronJob::new(
         "reconcile.report",
         &schedule,
         move |store, at| {
-            let rc = rc.clone();
-            let smtp = smtp.clone();
+            let config = config.clone();
             async move {
                 let day = at.with_timezone(&cst()).date_naive() - Duration::days(1);
                 let rep = report::morning_report(&store, day, Utc::now()).await?;
-                if rc.finance_recipients.is_empty() {
+                if config.reconcile.finance_recipients.is_empty() {
                     tracing::warn!(%day, "no reconcile.finance_recipients: the morning report is not e-mailed");
                     return Ok(());
                 }
-                let sender = report::sender_from_config(&smtp)?;
-                report::send_report(&sender, &rc.finance_recipients, &rep).await?;
+                let sender = report::sender_from_config(&config.smtp)?;
+                report::send_report(&sender, &config.reconcile.finance_recipients, &rep).await?;
                 Ok(())
             }
         },
@@ -1205,9 +1200,14 @@ pub fn cron_jobs(
     Ok(jobs)
 }
 
-/// The payments port a running application reconciles through.
-pub fn port_for(_state: &crate::http::AppState) -> Arc<dyn PaymentsPort> {
+/// The payments port the service reconciles through (payments' implementation, joined here).
+pub fn default_port(_store: &Store, _config: &crate::config::Config) -> Arc<dyn PaymentsPort> {
     Arc::new(Unwired)
+}
+
+/// The payments port a running application reconciles through.
+pub fn port_for(state: &crate::http::AppState) -> Arc<dyn PaymentsPort> {
+    default_port(&state.store, &state.config)
 }
 
 /// Stands in until payments' implementation of the port is wired into the application: every
