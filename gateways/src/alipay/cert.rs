@@ -122,7 +122,7 @@ fn attribute_text(value: &der::Any) -> Option<String> {
         }
         Tag::TeletexString => Some(bytes.iter().map(|&b| b as char).collect()),
         Tag::BmpString => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();

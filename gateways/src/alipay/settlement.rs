@@ -519,7 +519,7 @@ fn chunk_bounds(text: &str, n: usize) -> Vec<usize> {
         let at = target + nl + 1;
         quotes += b[counted..at].iter().filter(|&&c| c == b'"').count();
         counted = at;
-        if quotes % 2 == 0 && at < text.len() {
+        if quotes.is_multiple_of(2) && at < text.len() {
             bounds.push(at);
         }
     }
