@@ -73,6 +73,9 @@ const JSON: &str = "application/json";
 const READ: &[&str] = &["operator", "finance", "read_only"];
 const OPERATOR: &[&str] = &["operator"];
 const ADMIN: &[&str] = &["admin"];
+const PAYERS: &[&str] = &["operator", "finance"];
+const FINANCE: &[&str] = &["finance"];
+const FINANCE_READ: &[&str] = &["finance", "read_only"];
 
 const fn op(method: &'static str, path: &'static str, tag: &'static str, summary: &'static str, auth: Auth) -> Op {
     Op {
@@ -297,75 +300,6 @@ pub const OPERATIONS: &[Op] = &[
     .ok(201, "the top-up"),
     op("PUT", "/api/v1/accounts/{id}/low-balance", "billing", "Set the low-balance threshold", Auth::Staff(OPERATOR))
         .json("threshold (yuan string or null)"),
-    // payments
-    op(
-        "POST",
-        "/api/v1/payments",
-        "payments",
-        "Create a payment order for open bills of an account, or a prepaid top-up (Idempotency-Key required)",
-        Auth::Staff(&["operator", "finance"]),
-    )
-    .json("account_id, bill_ids or top_up (yuan string), channel (alipay, wechatpay, unionpay), method (qr, h5, jsapi, web), if_live? (reuse or supersede), payer_openid? (JSAPI), return_url?; a resident calls it with the account's pay link in X-Pay-Link instead of a staff token")
-    .ok(201, "order_no, amount_fen, expires_at and payer_action (qr_code, redirect, jsapi parameters or a form); 200 with reused: true for the same live order; 409 when a bill has another live order"),
-    op("GET", "/api/v1/payments/flags", "payments", "Payments raised for finance (amount or merchant mismatches, payments on closed orders, gateway-made refunds) and rejected callbacks", Auth::Staff(&["finance", "read_only"])),
-    op("GET", "/api/v1/payments/{order_no}", "payments", "An order with its bills, status, refunds and receipt number", Auth::Staff(READ)),
-    op(
-        "POST",
-        "/api/v1/payments/{order_no}/query",
-        "payments",
-        "Query the order at its gateway and apply a payment the gateway shows",
-        Auth::Staff(&["operator", "finance"]),
-    )
-    .ok(200, "what the query found and did"),
-    op(
-        "POST",
-        "/api/v1/payments/{order_no}/close",
-        "payments",
-        "Close an unpaid order, at the gateway first",
-        Auth::Staff(&["operator", "finance"]),
-    ),
-    op(
-        "POST",
-        "/api/v1/payments/{order_no}/refunds",
-        "payments",
-        "Refund all that is left of a payment, or an amount (Idempotency-Key required)",
-        Auth::Staff(&["finance"]),
-    )
-    .json("amount? (yuan string), reason")
-    .ok(201, "the refund, processing until the gateway confirms"),
-    op("GET", "/api/v1/refunds/{refund_no}", "payments", "A refund's status", Auth::Staff(READ)),
-    op(
-        "GET",
-        "/api/v1/receipts/{receipt_no}",
-        "payments",
-        "A receipt (staff, or the account's pay link in X-Pay-Link)",
-        Auth::Staff(READ),
-    ),
-    op(
-        "GET",
-        "/api/v1/accounts/{id}/receipts",
-        "payments",
-        "An account's receipts (staff, or the account's pay link in X-Pay-Link)",
-        Auth::Staff(READ),
-    ),
-    op(
-        "POST",
-        "/notify/{channel}/{merchant}",
-        "payments",
-        "A gateway's asynchronous notification: verified over the raw bytes, applied once",
-        Auth::Gateway,
-    )
-    .body("application/octet-stream", "the gateway's notification exactly as sent (form, JSON or XML by channel)")
-    .ok(200, "the gateway's required answer (Alipay success, WeChat Pay 200 with JSON, UnionPay 200)")
-    .produces("text/plain"),
-    op(
-        "GET",
-        "/payments/return/{order_no}",
-        "payments",
-        "Where a payer's browser returns after a browser flow: how the order stands",
-        Auth::Public,
-    )
-    .produces("text/plain"),
     // reminders
     op(
         "GET",
@@ -418,6 +352,76 @@ pub const OPERATIONS: &[Op] = &[
     )
     .query(&[("token", "required: the inbound-reply token configured at the provider")])
     .json("the provider's reply push (Alibaba: list of {phone_number, content}; Tencent: list of {mobile, text})"),
+    // payments
+    op(
+        "POST",
+        "/api/v1/payments",
+        "payments",
+        "Create (or reuse, or supersede) a payment order for open bills of an account, or a top-up; also with the account's pay link in X-Pay-Link; Idempotency-Key required",
+        Auth::Staff(PAYERS),
+    )
+    .json("account_id, bill_ids[] or top_up (yuan string), channel (alipay|wechatpay|unionpay), method (qr|h5|jsapi|web), if_live? (reuse|supersede), payer_openid?, payer_ip?, return_url?")
+    .ok(201, "the order with what the payer needs (payer_action: qr_code, redirect, jsapi or form); 200 with reused=true for the same live order; 409 when a bill has another live order"),
+    op("GET", "/api/v1/payments/flags", "payments", "Flags for finance and rejected callbacks with their reasons", Auth::Staff(FINANCE_READ)),
+    op("GET", "/api/v1/payments/{order_no}", "payments", "A payment order: bills, status, refunds, receipt number", Auth::Staff(READ)),
+    op("POST", "/api/v1/payments/{order_no}/query", "payments", "Query the order at its gateway and apply a payment it shows", Auth::Staff(PAYERS))
+        .ok(200, "what the query found and did"),
+    op("POST", "/api/v1/payments/{order_no}/close", "payments", "Close an open order (at the gateway first); Idempotency-Key required", Auth::Staff(PAYERS)),
+    op("POST", "/api/v1/payments/{order_no}/refunds", "payments", "Refund a paid order in full or in part; Idempotency-Key required", Auth::Staff(FINANCE))
+        .json("amount? (yuan string; default: all that is left), reason")
+        .ok(201, "the refund (processing until the gateway confirms)"),
+    op("GET", "/api/v1/refunds/{refund_no}", "payments", "A refund and its status", Auth::Staff(READ)),
+    op("GET", "/api/v1/receipts/{receipt_no}", "payments", "A receipt (staff, or the account's pay link in X-Pay-Link)", Auth::Staff(READ)),
+    op("GET", "/api/v1/accounts/{id}/receipts", "payments", "An account's receipts (staff, or its pay link in X-Pay-Link)", Auth::Staff(READ)),
+    op("POST", "/notify/{channel}/{merchant}", "payments", "A gateway's payment or refund notification, verified over the raw bytes and applied once", Auth::Gateway)
+        .body("application/x-www-form-urlencoded", "the gateway's notification as it sends it (JSON for WeChat Pay)")
+        .ok(200, "the gateway's required answer (Alipay `success`, WeChat Pay 200/204, UnionPay 200); a failure answer makes it deliver again"),
+    op("GET", "/payments/return/{order_no}", "payments", "Where a payer's browser returns after a browser flow: how the order stands", Auth::Public)
+        .ok(200, "a short text")
+        .produces("text/plain"),
+    // reconciliation
+    op(
+        "POST",
+        "/api/v1/reconcile/runs",
+        "reconciliation",
+        "Reconcile a channel, merchant and day (the file given, or downloaded)",
+        Auth::Staff(FINANCE),
+    )
+    .json("channel, merchant, date (YYYY-MM-DD), file_base64?")
+    .ok(200, "the run: summary, items, settled"),
+    op("GET", "/api/v1/reconcile/runs", "reconciliation", "Reconciliation runs, newest first", Auth::Staff(FINANCE))
+        .query(&[("channel", "alipay, wechatpay or unionpay"), ("merchant", "a merchant id"), ("date", "YYYY-MM-DD")]),
+    op(
+        "GET",
+        "/api/v1/reconcile/runs/{id}",
+        "reconciliation",
+        "A run's summary and items with their state now",
+        Auth::Staff(FINANCE),
+    ),
+    op(
+        "GET",
+        "/api/v1/reconcile/discrepancies",
+        "reconciliation",
+        "Open discrepancies of the current runs",
+        Auth::Staff(FINANCE),
+    )
+    .query(&[("date", "up to this bill date")]),
+    op(
+        "POST",
+        "/api/v1/reconcile/discrepancies/{id}/resolve",
+        "reconciliation",
+        "Finance's decision on a discrepancy, posted as a balanced journal entry",
+        Auth::Staff(FINANCE),
+    )
+    .json("decision (post_payment, refund, write_off, carry_over), reason"),
+    op(
+        "GET",
+        "/api/v1/reconcile/report",
+        "reconciliation",
+        "The morning reconciliation report",
+        Auth::Staff(FINANCE),
+    )
+    .query(&[("date", "required: the bill date"), ("format", "json (default), csv or xlsx")]),
 ];
 
 fn path_params(path: &str) -> Vec<&str> {
