@@ -15,6 +15,8 @@
 //!   an account by community, account code and the last four digits of the mobile on file.
 //! - [`pay`]: paying from the resident page: buttons per channel and device, the order status
 //!   page, receipts, top-ups.
+//! - [`finance`]: `/staff/finance…` — the morning reconciliation per channel, merchant and day,
+//!   discrepancies with resolution forms, collections and arrears, CSV/XLSX exports.
 //! - [`bill`]: the bill view both of them show.
 //! - [`demo`]: the resident pay link `meterpay demo` prints.
 //! - [`messages`]: these pages' words, chained into the catalogue of [`crate::http::pages::i18n`].
@@ -27,6 +29,7 @@
 
 pub mod bill;
 pub mod demo;
+pub mod finance;
 pub mod messages;
 pub mod operator;
 pub mod pay;
@@ -47,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .merge(operator::router())
         .merge(resident::router())
         .merge(pay::router())
+        .merge(finance::router())
 }
 
 /// `¥12.34`.

@@ -52,6 +52,11 @@ const PROTECTED: &[(&str, &str, Refusal)] = &[
     ("POST", "/staff/ops/bill-runs", Refusal::Page),
     ("POST", "/staff/ops/bill-runs/preview", Refusal::Page),
     ("GET", "/staff/ops/reminders", Refusal::Page),
+    ("GET", "/staff/finance", Refusal::Page),
+    ("POST", "/staff/finance/discrepancies/1/resolve", Refusal::Page),
+    ("GET", "/staff/finance/report?date=2026-11-20&format=csv", Refusal::Page),
+    ("GET", "/staff/finance/arrears", Refusal::Page),
+    ("GET", "/staff/finance/arrears/export?format=csv", Refusal::Page),
 ];
 
 async fn call(app: &TestApp, method: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {

@@ -540,3 +540,80 @@ pub async fn operator_session(app: &TestApp) -> StaffSession {
     add_user(&app.db, "op1", "operator").await;
     sign_in(app, "op1", PASSWORD).await
 }
+
+#[tokio::test]
+async fn finance_pages_open_for_finance_and_read_only_and_export_csv_and_xlsx() {
+    let app = spawn_app().await;
+    let _f = fixture(&app.db).await;
+    for role in ["finance", "read_only", "operator"] {
+        add_user(&app.db, &format!("u-{role}"), role).await;
+        let s = sign_in(&app, &format!("u-{role}"), PASSWORD).await;
+        for path in [
+            "/staff/finance?date=2026-11-20",
+            "/staff/finance/arrears?community=PG",
+            "/staff/finance/report?date=2026-11-20&format=csv",
+            "/staff/finance/arrears/export?community=PG&format=csv",
+            "/staff/finance/arrears/export?community=PG&format=xlsx",
+        ] {
+            let r = s.get(&app, path).await;
+            if role == "operator" {
+                assert_eq!(r.status(), 403, "{role}: {path}");
+                continue;
+            }
+            assert_eq!(r.status(), 200, "{role}: {path}");
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            if path.contains("format=xlsx") {
+                assert!(ct.contains("spreadsheetml"), "{ct}");
+                let bytes = r.bytes().await.unwrap();
+                assert!(bytes.starts_with(b"PK"), "an XLSX is a zip");
+            } else if path.contains("format=csv") {
+                assert!(ct.starts_with("text/csv"), "{ct}");
+                let text = r.text().await.unwrap();
+                if path.contains("arrears") {
+                    assert!(text.starts_with("account_code,overdue_fen"), "{text}");
+                    assert!(!text.contains("张三") && !text.contains("138"), "no names or phones");
+                }
+            } else {
+                let html = r.text().await.unwrap();
+                assert!(html.contains("<h1>"), "{path}");
+            }
+        }
+    }
+    // Deciding needs finance and the form's token.
+    add_user(&app.db, "ro2", "read_only").await;
+    let ro = sign_in(&app, "ro2", PASSWORD).await;
+    let r = ro
+        .post_form(
+            &app,
+            "/staff/finance/discrepancies/1/resolve",
+            &[("decision", "write_off"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let fin = sign_in(&app, "u-finance", PASSWORD).await;
+    let r = fin
+        .post_form_raw(
+            &app,
+            "/staff/finance/discrepancies/1/resolve",
+            &[("decision", "write_off"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 403, "no CSRF token");
+    let r = fin
+        .post_form(
+            &app,
+            "/staff/finance/discrepancies/1/resolve",
+            &[("decision", "write_off"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 404, "no such item");
+    let r = fin
+        .post_form(
+            &app,
+            "/staff/finance/discrepancies/1/resolve",
+            &[("decision", "guess"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 400, "an unknown decision");
+    app.stop().await.unwrap();
+}

@@ -127,6 +127,16 @@ pub const NAV: &[NavItem] = &[
         roles: &["operator", "read_only"],
     },
     NavItem {
+        path: "/staff/finance",
+        label: "nav.finance",
+        roles: crate::pages::finance::READ,
+    },
+    NavItem {
+        path: "/staff/finance/arrears",
+        label: "nav.arrears",
+        roles: crate::pages::finance::READ,
+    },
+    NavItem {
         path: "/staff/users",
         label: "nav.users",
         roles: &["admin"],
