@@ -31,6 +31,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub paylink: PaylinkConfig,
     pub payments: crate::payments::config::PaymentsConfig,
+    pub reconcile: ReconcileConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +136,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             paylink: PaylinkConfig::default(),
             payments: crate::payments::config::PaymentsConfig::default(),
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
@@ -359,6 +361,56 @@ impl Default for PaylinkConfig {
     fn default() -> Self {
         PaylinkConfig {
             secret: SecretString::from(""),
+        }
+    }
+}
+
+/// Daily reconciliation of the gateways' settlement files (README "Reconciliation").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Reconcile on the clock each morning (the jobs below); runs by hand work either way.
+    pub enabled: bool,
+    /// When (HH:MM, Beijing time) to reconcile the previous day's Alipay bill (available T+1,
+    /// after about 10:00).
+    pub alipay_at: String,
+    /// WeChat Pay's trade bill is generated after 10:00 the next day.
+    pub wechatpay_at: String,
+    /// UnionPay's clearing files (clearing day 23:00 → 23:00) are ready in the morning.
+    pub unionpay_at: String,
+    /// When to e-mail the morning report to `finance_recipients`.
+    pub report_at: String,
+    /// A ledger entry recorded this close to the day's cut-off and missing from the file is
+    /// expected in the neighbouring day's file, not short.
+    pub cross_day_window_minutes: i64,
+    /// How long after the day's cut-off an expected entry may stay missing before it counts as
+    /// short (escalates). Covers the next day's file, published the morning after.
+    pub grace_hours: i64,
+    /// A fee within this many fen of the contracted rate × amount is not a fee mismatch.
+    pub fee_tolerance_fen: i64,
+    /// Post the day's settlement (clearing → bank and fee expense) as soon as it has nothing open.
+    pub auto_settle: bool,
+    /// Who receives the morning report (e-mail addresses).
+    pub finance_recipients: Vec<String>,
+    /// Alipay app id → the account its bills are issued for (`<2088 partner id>0156`), so that
+    /// another merchant's bill is refused. Unlisted app ids are checked by day only.
+    pub alipay_accounts: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            enabled: true,
+            alipay_at: "10:15".into(),
+            wechatpay_at: "10:30".into(),
+            unionpay_at: "09:30".into(),
+            report_at: "11:00".into(),
+            cross_day_window_minutes: 10,
+            grace_hours: 36,
+            fee_tolerance_fen: 0,
+            auto_settle: true,
+            finance_recipients: Vec::new(),
+            alipay_accounts: Default::default(),
         }
     }
 }

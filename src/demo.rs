@@ -157,6 +157,8 @@ pub struct DemoSummary {
     pub balanced: Option<bool>,
     /// The reminders sent after the bill run (clock moved past the due date).
     pub reminders: crate::dunning::demo::DemoReminders,
+    /// Yesterday's settlement files reconciled (sandbox files with planted differences).
+    pub reconciliation: crate::reconcile::demo::DemoReconciliation,
 }
 
 /// The password of the demo's staff users. Printed in the demo summary; only the demo uses it.
@@ -417,6 +419,8 @@ pub async fn run(store: &Store, base_url: &str) -> anyhow::Result<DemoSummary> {
     summary.receivables = Fen::new(receivables).to_string();
     summary.accounts_in_arrears = store.arrears(community.id, cst_date(now)).await?.len();
     summary.reminders = crate::dunning::demo::remind(store, &community.code, base_url).await?;
+    summary.reconciliation =
+        crate::reconcile::demo::demo_step(store, cst_date(now) - chrono::Duration::days(1)).await?;
     summary.usage_alerts = store.usage_alerts(community.id, None).await?.len();
     let last = first.plus_months(file.readings.months - 1);
     if let Some(a) = store.account_by_code(community.id, "D-1-1-101").await? {
@@ -501,6 +505,7 @@ impl DemoSummary {
             out.push_str(&p.text());
         }
         out.push_str(&self.reminders.text());
+        out.push_str(&self.reconciliation.text());
         out.push_str(&format!("  database   {database}\n"));
         out
     }

@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod pages;
 pub mod paylink;
 pub mod payments;
+pub mod reconcile;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

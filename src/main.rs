@@ -107,6 +107,23 @@ enum Command {
         #[command(subcommand)]
         command: meterpay::dunning::planner::RemindCommand,
     },
+    /// Reconcile one channel, merchant and day against the ledger (the file given, or downloaded
+    /// from the gateway) and print the summary.
+    Reconcile {
+        #[arg(long)]
+        channel: meterpay_gateways::gateway::Channel,
+        #[arg(long)]
+        merchant: String,
+        /// The bill date, YYYY-MM-DD.
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// The settlement file as the gateway delivers it (otherwise it is downloaded).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set up the demo community in the embedded database (idempotently) and serve it.
     Demo {
         /// Address to listen on (overrides http.listen).
@@ -627,6 +644,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             startup::shutdown_signal().await;
             handle.abort();
+            Ok(())
+        }
+        Command::Reconcile {
+            channel,
+            merchant,
+            date,
+            file,
+            json,
+        } => {
+            meterpay::telemetry::init(&config.log);
+            let store = startup::open_store(&config).await?;
+            let port = meterpay::reconcile::default_port(&store, &config);
+            let args = meterpay::reconcile::cli::ReconcileArgs {
+                channel,
+                merchant,
+                date,
+                file,
+                json,
+                started_by: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+            };
+            let out = meterpay::reconcile::cli::run(store.clone(), port, &config, args).await;
+            store.close().await;
+            println!("{}", out?);
             Ok(())
         }
         Command::Demo { listen, no_serve, json } => {

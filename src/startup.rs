@@ -141,6 +141,7 @@ impl Application {
             }
             let mut jobs = cron_jobs()?;
             jobs.push(crate::dunning::planner::cron_job(state.config.clone())?);
+            jobs.extend(crate::reconcile::cron_jobs(state.config.clone())?);
             scheduler = Some(Scheduler::start(state.store.clone(), state.instance_id.to_string(), jobs).await?);
         }
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);

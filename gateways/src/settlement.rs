@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// Payment or refund.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowKind {
     Payment,

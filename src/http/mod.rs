@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod pages;
 pub mod payments;
 pub mod readings;
+pub mod reconcile;
 pub mod reminders;
 pub mod staff_admin;
 
@@ -55,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::router())
         .merge(reminders::router())
         .merge(billing::router())
+        .merge(reconcile::router())
         .merge(openapi::router())
         .merge(crate::pages::router())
         .merge(payments::router())

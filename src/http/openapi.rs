@@ -379,6 +379,49 @@ pub const OPERATIONS: &[Op] = &[
     op("GET", "/payments/return/{order_no}", "payments", "Where a payer's browser returns after a browser flow: how the order stands", Auth::Public)
         .ok(200, "a short text")
         .produces("text/plain"),
+    // reconciliation
+    op(
+        "POST",
+        "/api/v1/reconcile/runs",
+        "reconciliation",
+        "Reconcile a channel, merchant and day (the file given, or downloaded)",
+        Auth::Staff(FINANCE),
+    )
+    .json("channel, merchant, date (YYYY-MM-DD), file_base64?")
+    .ok(200, "the run: summary, items, settled"),
+    op("GET", "/api/v1/reconcile/runs", "reconciliation", "Reconciliation runs, newest first", Auth::Staff(FINANCE))
+        .query(&[("channel", "alipay, wechatpay or unionpay"), ("merchant", "a merchant id"), ("date", "YYYY-MM-DD")]),
+    op(
+        "GET",
+        "/api/v1/reconcile/runs/{id}",
+        "reconciliation",
+        "A run's summary and items with their state now",
+        Auth::Staff(FINANCE),
+    ),
+    op(
+        "GET",
+        "/api/v1/reconcile/discrepancies",
+        "reconciliation",
+        "Open discrepancies of the current runs",
+        Auth::Staff(FINANCE),
+    )
+    .query(&[("date", "up to this bill date")]),
+    op(
+        "POST",
+        "/api/v1/reconcile/discrepancies/{id}/resolve",
+        "reconciliation",
+        "Finance's decision on a discrepancy, posted as a balanced journal entry",
+        Auth::Staff(FINANCE),
+    )
+    .json("decision (post_payment, refund, write_off, carry_over), reason"),
+    op(
+        "GET",
+        "/api/v1/reconcile/report",
+        "reconciliation",
+        "The morning reconciliation report",
+        Auth::Staff(FINANCE),
+    )
+    .query(&[("date", "required: the bill date"), ("format", "json (default), csv or xlsx")]),
 ];
 
 fn path_params(path: &str) -> Vec<&str> {

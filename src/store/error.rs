@@ -42,6 +42,7 @@ impl StoreError {
                 "tariff_version_immutable",
                 "allocation_append_only",
                 "late_fee_append_only",
+                "recon_append_only",
             ] {
                 if message.contains(tag) {
                     return StoreError::Refused { what, reason: message };

@@ -30,6 +30,7 @@ pub mod pages;
 pub mod payments;
 pub mod prepaid;
 pub mod readings;
+pub mod reconcile;
 pub mod reminders;
 pub mod tariffs;
 pub mod users;

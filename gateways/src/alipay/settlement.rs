@@ -234,6 +234,73 @@ fn unzip(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SettlementError> {
     Ok((detail, summary))
 }
 
+// --- identity --------------------------------------------------------------------------------
+
+/// Whose bill of which day a file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillIdentity {
+    /// The account the bill is for: the 2088… partner id followed by `0156`.
+    pub account: String,
+    pub day: NaiveDate,
+}
+
+/// Whose bill of which day a file is, without parsing its rows: from the zip's detail entry name
+/// (`<account>_<yyyyMMdd>_业务明细.csv`) or, for a bare detail CSV, from its `#账号：[…]` and
+/// `#起始日期：[yyyy年MM月dd日 …]` lines.
+pub fn identity(bytes: &[u8]) -> Result<BillIdentity, SettlementError> {
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| SettlementError::Archive(format!("not a readable zip ({e}); is the download truncated?")))?;
+        for i in 0..zip.len() {
+            let f = zip
+                .by_index_raw(i)
+                .map_err(|e| SettlementError::Archive(format!("entry {}: {e}", i + 1)))?;
+            let name = entry_name(f.name_raw());
+            let base = name.rsplit('/').next().unwrap_or(&name);
+            let Some(stem) = base.strip_suffix(DETAIL_SUFFIX).and_then(|s| s.strip_suffix('_')) else {
+                continue;
+            };
+            let (account, day) = stem.rsplit_once('_').ok_or_else(|| {
+                SettlementError::Archive(format!("entry {name:?} is not <account>_<yyyyMMdd>_{DETAIL_SUFFIX}"))
+            })?;
+            let day = NaiveDate::parse_from_str(day, "%Y%m%d")
+                .map_err(|_| SettlementError::Archive(format!("entry {name:?} names no yyyyMMdd day")))?;
+            return Ok(BillIdentity {
+                account: account.to_string(),
+                day,
+            });
+        }
+        return Err(SettlementError::Archive(format!(
+            "the zip holds no *_{DETAIL_SUFFIX} entry"
+        )));
+    }
+    let head = &bytes[..bytes.len().min(4096)];
+    // The preamble is read as UTF-8 as far as it is valid UTF-8 (a file may break further on),
+    // else as GBK.
+    let text = match std::str::from_utf8(head) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(e) => match std::str::from_utf8(&head[..e.valid_up_to()]) {
+            Ok(prefix) if prefix.contains("#账号") => Cow::Borrowed(prefix),
+            _ => encoding_rs::GB18030.decode_without_bom_handling(head).0,
+        },
+    };
+    let field = |label: &str| -> Option<String> {
+        let line = text.lines().find(|l| l.contains(label))?;
+        let rest = &line[line.find(label)? + label.len()..];
+        let rest = rest.trim_start_matches(['：', ':', ' ']).trim_start_matches('[');
+        Some(rest.split(']').next()?.trim().to_string())
+    };
+    let account = field("#账号").ok_or_else(|| bad(1, "no #账号 line: not an Alipay 业务明细 file"))?;
+    let start = field("#起始日期").ok_or_else(|| bad(1, "no #起始日期 line: not an Alipay 业务明细 file"))?;
+    let day_text = start.split_whitespace().next().unwrap_or("");
+    let day = NaiveDate::parse_from_str(day_text, "%Y年%m月%d日")
+        .map_err(|_| bad(3, format!("#起始日期 {start:?} is not yyyy年MM月dd日")))?;
+    Ok(BillIdentity {
+        account: account.trim_start_matches('\u{feff}').to_string(),
+        day,
+    })
+}
+
 // --- parsing ---------------------------------------------------------------------------------
 
 /// Parse a bill as downloaded (the zip), or a bare detail CSV.

@@ -166,7 +166,9 @@ fn client_for(sandbox: &Sandbox, config: AlipayConfig) -> AlipayClient {
 }
 
 /// A partner id (`2088` + 12 digits) for an app id, when none is configured.
-fn pid_for(app_id: &str) -> String {
+/// The partner id the sandbox gives an app id that was registered without one (`2088` and the
+/// app id's last twelve digits); its bills are for `<pid>0156`.
+pub fn pid_for(app_id: &str) -> String {
     let digits: String = app_id.chars().filter(char::is_ascii_digit).collect();
     let tail = if digits.len() >= 12 {
         &digits[digits.len() - 12..]
