@@ -967,9 +967,11 @@ async fn partial_and_full_refunds_record_reason_and_operator_and_reverse_the_led
     let partial: Value = r.json().await.unwrap();
     assert_eq!(partial["requested_by"], "token:finance");
     assert_eq!(partial["reason"], "meter misread");
-    assert_eq!(
-        partial["status"], "processing",
-        "WeChat Pay refunds settle later: {partial}"
+    // WeChat Pay refunds settle later (the sandbox's delay is scaled down, so its notification
+    // may already have come back by the time the answer is read).
+    assert!(
+        partial["status"] == "processing" || partial["status"] == "succeeded",
+        "{partial}"
     );
     let refund_no = partial["refund_no"].as_str().unwrap().to_string();
     // WeChat Pay confirms by notification.
