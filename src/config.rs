@@ -31,6 +31,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub paylink: PaylinkConfig,
     pub reconcile: ReconcileConfig,
+    pub payments: crate::payments::config::PaymentsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +136,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             paylink: PaylinkConfig::default(),
             reconcile: ReconcileConfig::default(),
+            payments: crate::payments::config::PaymentsConfig::default(),
         }
     }
 }

@@ -151,6 +151,10 @@ pub struct DemoSummary {
     pub replacement: String,
     pub estimate: String,
     pub sample_bill: Option<SampleBill>,
+    /// Bills paid through the gateway sandbox (when the demo serves payments).
+    pub payments: Option<crate::payments::demo::DemoPayments>,
+    /// Whether the journal balances after the payments (None when none were made).
+    pub balanced: Option<bool>,
     /// The reminders sent after the bill run (clock moved past the due date).
     pub reminders: crate::dunning::demo::DemoReminders,
     /// Yesterday's settlement files reconciled (sandbox files with planted differences).
@@ -399,6 +403,12 @@ pub async fn run(store: &Store, base_url: &str) -> anyhow::Result<DemoSummary> {
     summary.adjustments = Fen::new(adjusted).to_string();
     summary.settled_from_credit = Fen::new(from_credit).to_string();
     summary.late_fees_accrued = Fen::new(fees.accrued_fen - fees.reversed_fen).to_string();
+    // Pay some bills through the gateway sandbox before anyone is reminded: a paid account is
+    // never reminded.
+    if let Some(p) = crate::payments::demo::run(store).await? {
+        summary.balanced = Some(p.balanced);
+        summary.payments = Some(p);
+    }
     let mut receivables = 0i64;
     for a in store.list_accounts(community.id).await? {
         receivables += store
@@ -490,6 +500,9 @@ impl DemoSummary {
                 ));
             }
             out.push_str(&format!("               {:<40} {:>30}\n", "total", b.total));
+        }
+        if let Some(p) = &self.payments {
+            out.push_str(&p.text());
         }
         out.push_str(&self.reminders.text());
         out.push_str(&self.reconciliation.text());

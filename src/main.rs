@@ -655,7 +655,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             meterpay::telemetry::init(&config.log);
             let store = startup::open_store(&config).await?;
-            let port = meterpay::reconcile::default_port(&store, &config);
+            let port = meterpay::reconcile::default_port(&store, &config)?;
             let args = meterpay::reconcile::cli::ReconcileArgs {
                 channel,
                 merchant,
@@ -693,6 +693,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let link_config = config.clone();
             let app = Application::build_with_store(config, store.clone()).await?;
             let base = format!("http://{}", app.addr());
+            meterpay::payments::demo::attach(app.state().payments.clone(), &base);
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let server = tokio::spawn(app.run_until(async move {
                 let _ = stop_rx.await;

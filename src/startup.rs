@@ -37,6 +37,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub fn cron_jobs() -> anyhow::Result<Vec<CronJob>> {
     Ok(vec![
         crate::store::arrears::late_fee_job()?,
+        crate::payments::compensation::sweep_job()?,
         CronJob::new("queue.heartbeat", "0 */5 * * * *", |store, at| async move {
             let counts = store.task_counts().await?;
             tracing::info!(scheduled_for = %at, ?counts, "task queue heartbeat");
@@ -48,6 +49,7 @@ pub fn cron_jobs() -> anyhow::Result<Vec<CronJob>> {
 /// The task handlers this process runs. Later steps add theirs here.
 pub fn task_handlers(state: &AppState) -> HashMap<String, Handler> {
     let mut handlers = HashMap::new();
+    handlers.extend(state.payments.task_handlers());
     if state.config.reminders.enabled {
         match crate::dunning::outbox::Deliverer::from_config(state.store.clone(), &state.config) {
             Ok(d) => handlers.extend(crate::dunning::outbox::task_handlers(Arc::new(d))),
@@ -74,11 +76,21 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let payments = crate::payments::Payments::from_config(store.clone(), &config)
+            .context("configuring the payment merchants")?;
+        if config.payments.notify_base_url.trim().is_empty() && config.http.listen.ends_with(":0") {
+            // Bound on a free port (tests, `demo --no-serve`): gateways reach us where we are.
+            payments.set_notify_base_url(&format!("http://{addr}"));
+        }
+        if let Err(e) = payments.sync_merchants(chrono::Utc::now()).await {
+            tracing::warn!(error = %format!("{e:#}"), "recording the configured merchants failed");
+        }
         let state = AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(http::metrics::Metrics::new()),
             instance_id: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()).into(),
+            payments: Arc::new(payments),
         };
         Ok(Application { listener, addr, state })
     }

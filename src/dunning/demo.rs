@@ -207,7 +207,8 @@ pub async fn remind(store: &Store, community_code: &str, base_url: &str) -> anyh
             .unwrap_or_else(Utc::now)
     };
 
-    let planner = Planner::new(store.clone(), config.clone(), None);
+    let port = super::planner::default_port(store, &config)?;
+    let planner = Planner::new(store.clone(), config.clone(), port);
     let deliverer = Deliverer::from_config(store.clone(), &config)?;
     let mut out = DemoReminders {
         as_of: Some(at(day)),

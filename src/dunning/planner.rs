@@ -23,6 +23,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use tracing::Instrument as _;
@@ -195,9 +197,12 @@ pub struct Planner {
     payments: Option<Arc<dyn PaymentsPort>>,
 }
 
-/// The payments port the service uses for "stop on payment", if payments provides one.
-pub fn default_port(_store: &Store, _config: &Config) -> Option<Arc<dyn PaymentsPort>> {
-    None
+/// The payments port for "stop on payment": the configured merchants over the store (pending
+/// orders and confirmed payments are read from the store, so this works in every process).
+pub fn default_port(store: &Store, config: &Config) -> anyhow::Result<Option<Arc<dyn PaymentsPort>>> {
+    let payments = crate::payments::Payments::from_config(store.clone(), config)
+        .context("planning reminders: building the payments view for stop-on-payment")?;
+    Ok(Some(Arc::new(payments)))
 }
 
 /// Everything read about one account.
@@ -836,7 +841,7 @@ pub async fn remind_command(store: &Store, config: Config, command: RemindComman
                 "--at is only for --dry-run: a real run plans as of now"
             );
             let config = Arc::new(config);
-            let port = default_port(store, &config);
+            let port = default_port(store, &config)?;
             let planner = Planner::new(store.clone(), config, port);
             let r = planner
                 .run(&PlanOptions { community, dry_run }, at.unwrap_or_else(Utc::now))
@@ -895,7 +900,7 @@ pub fn cron_job(config: Arc<Config>) -> anyhow::Result<crate::jobs::CronJob> {
             if !config.reminders.enabled {
                 return Ok(());
             }
-            let port = default_port(&store, &config);
+            let port = default_port(&store, &config)?;
             let planner = Planner::new(store, config, port);
             let r = planner.run(&PlanOptions::default(), Utc::now()).await?;
             let enqueued: usize = r.communities.iter().map(|c| c.enqueued).sum();

@@ -10,6 +10,7 @@ pub mod idempotent;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod payments;
 pub mod readings;
 pub mod reconcile;
 pub mod reminders;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// This process's id: the lease owner of its workers and the instance of its cron claims.
     pub instance_id: Arc<str>,
+    /// Orders, callbacks, queries and refunds over the configured merchants.
+    pub payments: Arc<crate::payments::Payments>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -56,6 +59,7 @@ pub fn app(state: AppState) -> Router {
         .merge(reconcile::router())
         .merge(openapi::router())
         .merge(crate::pages::router())
+        .merge(payments::router())
         .fallback(error::not_found)
         // Resolves the session cookie and enforces CSRF on every route (see `auth`).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_layer))

@@ -88,7 +88,7 @@ async fn run(
     }
     let actor = staff.actor();
     let work = || async {
-        let port = planner::default_port(&state.store, &state.config);
+        let port: Option<std::sync::Arc<dyn crate::payments::PaymentsPort>> = Some(state.payments.clone());
         let p = Planner::new(state.store.clone(), state.config.clone(), port);
         let opts = PlanOptions {
             community: b.community.clone(),

@@ -1097,7 +1097,8 @@ pub struct PaymentAllocation {
 /// Refused: a non-positive amount (`Refused`), an unknown account (`NotFound`), and the same
 /// `payment_ref` twice (`Duplicate`, from the journal's unique `(kind, reference)`).
 macro_rules! allocate_payment_in_tx {
-    ($tx:expr, $account_id:expr, $amount:expr, $payment_ref:expr, $clearing:expr, $now:expr) => {{
+    // With the journal entry's kind given (the payments step posts `payment.apply`).
+    (kind = $kind:expr, $tx:expr, $account_id:expr, $amount:expr, $payment_ref:expr, $clearing:expr, $now:expr) => {{
         let account_id: i64 = $account_id;
         let amount: $crate::domain::Fen = $amount;
         let payment_ref: &str = $payment_ref;
@@ -1150,7 +1151,7 @@ macro_rules! allocate_payment_in_tx {
             ));
         }
         let entry = $crate::ledger::JournalEntry::new(
-            "payment.allocate",
+            $kind,
             payment_ref,
             $crate::domain::period::cst_date(now),
             format!("payment:{payment_ref}"),
@@ -1170,6 +1171,17 @@ macro_rules! allocate_payment_in_tx {
             entry_id: entry.id,
         }
     }};
+    ($tx:expr, $account_id:expr, $amount:expr, $payment_ref:expr, $clearing:expr, $now:expr) => {
+        $crate::store::bills::allocate_payment_in_tx!(
+            kind = "payment.allocate",
+            $tx,
+            $account_id,
+            $amount,
+            $payment_ref,
+            $clearing,
+            $now
+        )
+    };
 }
 #[allow(unused_imports)] // allocate_payment_in_tx is for the payments step, inside its own transactions
 pub(crate) use {

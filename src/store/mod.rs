@@ -27,6 +27,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
 pub mod pages;
+pub mod payments;
 pub mod prepaid;
 pub mod readings;
 pub mod reconcile;

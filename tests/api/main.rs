@@ -15,6 +15,8 @@ mod ledger_suite;
 mod openapi_suite;
 mod pages_browser_suite;
 mod pages_suite;
+mod payments_crash_suite;
+mod payments_suite;
 mod readings_suite;
 mod reconcile_suite;
 mod reminders_plan_suite;
