@@ -2,7 +2,10 @@
 //! a run in ≤ 10 s). Prints its figures; asserts nothing but that every account was billed.
 //!
 //! `cargo bench --bench bills` runs on SQLite; with `BENCH_DATABASE_URL=postgres://…` on
-//! PostgreSQL as well (in a fresh schema). `BENCH_ACCOUNTS` changes the number of accounts.
+//! PostgreSQL as well (in a fresh schema); `BENCH_ONLY=sqlite|postgres` runs one.
+//! `BENCH_ACCOUNTS` changes the number of accounts, `BENCH_CHUNK` the accounts per transaction
+//! (default: the run's own default). Each figure comes with this process's CPU time, the
+//! PostgreSQL backends' CPU time and the machine's load (the machine is shared).
 //!
 //! Set-up (not timed in the figure): the accounts through `import_accounts`, tariffs (an annual
 //! electricity ladder; water with three components, two of them pass-through), then readings
@@ -12,6 +15,9 @@
 
 use std::time::Instant;
 
+mod common;
+use common::{fresh_store, Probe, Row, Target};
+
 use chrono::{Duration, TimeZone, Utc};
 use meterpay::billing::accounts_import::{AccountSpec, MeterSpec};
 use meterpay::billing::readings::IncomingReading;
@@ -19,7 +25,6 @@ use meterpay::domain::ids::Utility;
 use meterpay::domain::{Period, Quantity};
 use meterpay::store::bills::RunOptions;
 use meterpay::store::tariffs::TariffFile;
-use meterpay::store::{Store, StoreOptions};
 
 const TARIFFS: &str = r#"
 [[tariff]]
@@ -53,44 +58,7 @@ prices = ["1.36"]
 payable = "sewage"
 "#;
 
-async fn fresh_store(kind: &str) -> (Store, Option<tempfile::TempDir>) {
-    match kind {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::connect(
-                &format!("sqlite://{}/bench.db", dir.path().display()),
-                &StoreOptions::default(),
-            )
-            .await
-            .unwrap();
-            store.migrate().await.unwrap();
-            (store, Some(dir))
-        }
-        _ => {
-            let url = std::env::var("BENCH_DATABASE_URL").unwrap();
-            let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-            let admin = Store::connect(&url, &StoreOptions::default()).await.unwrap();
-            admin
-                .execute_raw_sql_for_tests(&format!("CREATE SCHEMA {schema}"))
-                .await
-                .unwrap();
-            admin.close().await;
-            let store = Store::connect(
-                &url,
-                &StoreOptions {
-                    pg_schema: Some(schema),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            store.migrate().await.unwrap();
-            (store, None)
-        }
-    }
-}
-
-async fn bench(kind: &str, n: usize) {
+async fn bench(kind: &'static str, n: usize, rows: &mut Vec<Row>) {
     let (store, _dir) = fresh_store(kind).await;
     let now = Utc::now();
     let t0 = Instant::now();
@@ -145,6 +113,7 @@ async fn bench(kind: &str, n: usize) {
         .unwrap();
     let setup_accounts = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
+    let ingest = Probe::start(kind).await;
     let cst = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
     for month in 1..=3u32 {
         let at = cst.with_ymd_and_hms(2026, month, 25, 8, 0, 0).unwrap().to_rfc3339();
@@ -180,6 +149,15 @@ async fn bench(kind: &str, n: usize) {
             assert_eq!(r.accepted, chunk.len());
         }
     }
+    let ingest = ingest.stop().await;
+    rows.push(Row {
+        backend: kind,
+        what: format!("set-up: readings ingest, 50,000 per call over {} meters", 2 * n),
+        items: n * 6,
+        unit: "readings",
+        m: ingest,
+        target: Target::None,
+    });
     store.refresh_statistics().await.unwrap();
     println!(
         "[{kind}] set-up: {n} accounts with 2 meters in {setup_accounts:.1} s, {} readings in {:.1} s",
@@ -192,12 +170,16 @@ async fn bench(kind: &str, n: usize) {
     ] {
         let mut o = RunOptions::new(Period::parse(p).unwrap());
         o.community = Some("BENCH".into());
-        let start = Instant::now();
+        if let Some(c) = std::env::var("BENCH_CHUNK").ok().and_then(|v| v.parse().ok()) {
+            o.chunk = c;
+        }
+        let probe = Probe::start(kind).await;
         let r = store
             .run_bills(&o, "bench", None, Utc::now() + Duration::days(120), &|_| {})
             .await
             .unwrap();
-        let secs = start.elapsed().as_secs_f64();
+        let m = probe.stop().await;
+        let secs = m.secs;
         let run = &r.communities[0];
         assert_eq!(
             run.bills_issued,
@@ -211,7 +193,17 @@ async fn bench(kind: &str, n: usize) {
             meterpay::domain::Fen::new(run.total_fen),
             run.bills_issued as f64 / secs
         );
+        rows.push(Row {
+            backend: kind,
+            what: format!("bill run {p}, {label}, {} accounts per transaction", o.chunk),
+            items: run.bills_issued,
+            unit: "bills",
+            // The target is for 100,000 accounts; a smaller run is held to the same rate.
+            target: Target::Seconds(10.0 * n as f64 / 100_000.0),
+            m,
+        });
     }
+    store.close().await;
 }
 
 #[tokio::main]
@@ -225,14 +217,9 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    // BENCH_ONLY=postgres (or sqlite) runs one backend.
-    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    if only != "postgres" {
-        bench("sqlite", n).await;
+    let mut rows = Vec::new();
+    for kind in common::backends() {
+        bench(kind, n, &mut rows).await;
     }
-    if std::env::var("BENCH_DATABASE_URL").is_ok() && only != "sqlite" {
-        bench("postgres", n).await;
-    } else {
-        println!("(set BENCH_DATABASE_URL=postgres://… to run the PostgreSQL figures too)");
-    }
+    common::print_table("bill run", &rows);
 }

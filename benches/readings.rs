@@ -2,10 +2,19 @@
 //! signed push API in batches (target ≥ 20,000/s). Prints its figures; asserts nothing.
 //!
 //! `cargo bench --bench readings` runs on SQLite; with `BENCH_DATABASE_URL=postgres://…` it runs
-//! on PostgreSQL as well (in a fresh schema). `BENCH_READINGS` changes the import size.
+//! on PostgreSQL as well (in a fresh schema); `BENCH_ONLY=sqlite|postgres` runs one.
+//! `BENCH_READINGS` changes the import size.
+//!
+//! The import is 2,000 meters × 500 readings, 6 hours apart (`BENCH_READINGS` / 2,000 each);
+//! the pushes continue every meter's series at its usual rate, so they are accepted as a
+//! concentrator's would be. Each figure comes with this process's CPU time, the PostgreSQL
+//! backends' CPU time and the machine's load (the machine is shared); a reference row gives the
+//! floor: the same number of rows of the readings' shape inserted with no checks at all.
 
 use std::io::Write;
-use std::time::Instant;
+
+mod common;
+use common::{fresh_store, Probe, Row, Target};
 
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use meterpay::billing::push;
@@ -14,44 +23,7 @@ use meterpay::domain::ids::Utility;
 use meterpay::domain::Quantity;
 use meterpay::startup::Application;
 use meterpay::store::directory::{NewAccount, NewMeter};
-use meterpay::store::{Store, StoreOptions};
-
-async fn fresh_store(kind: &str) -> (Store, Option<tempfile::TempDir>) {
-    match kind {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::connect(
-                &format!("sqlite://{}/bench.db", dir.path().display()),
-                &StoreOptions::default(),
-            )
-            .await
-            .unwrap();
-            store.migrate().await.unwrap();
-            (store, Some(dir))
-        }
-        _ => {
-            let url = std::env::var("BENCH_DATABASE_URL").unwrap();
-            let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-            let admin = Store::connect(&url, &StoreOptions::default()).await.unwrap();
-            admin
-                .execute_raw_sql_for_tests(&format!("CREATE SCHEMA {schema}"))
-                .await
-                .unwrap();
-            admin.close().await;
-            let store = Store::connect(
-                &url,
-                &StoreOptions {
-                    pg_schema: Some(schema),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            store.migrate().await.unwrap();
-            (store, None)
-        }
-    }
-}
+use meterpay::store::Store;
 
 async fn meters(store: &Store, n: usize) -> i64 {
     let now = Utc::now();
@@ -90,7 +62,7 @@ async fn meters(store: &Store, n: usize) -> i64 {
     c.id
 }
 
-async fn bench(kind: &str, total: usize) {
+async fn bench(kind: &'static str, total: usize, rows: &mut Vec<Row>) {
     let n_meters = 2_000;
     let per_meter = total / n_meters;
     let (store, _dir) = fresh_store(kind).await;
@@ -109,11 +81,12 @@ async fn bench(kind: &str, total: usize) {
     }
     f.flush().unwrap();
     drop(f);
-    let start = Instant::now();
+    let probe = Probe::start(kind).await;
     let summary = meterpay::billing::import::import_file(&store, &path, None, false)
         .await
         .unwrap();
-    let secs = start.elapsed().as_secs_f64();
+    let m = probe.stop().await;
+    let secs = m.secs;
     assert_eq!(
         summary.accepted,
         per_meter * n_meters,
@@ -126,6 +99,14 @@ async fn bench(kind: &str, total: usize) {
         secs,
         summary.rows as f64 / secs
     );
+    rows.push(Row {
+        backend: kind,
+        what: "readings import (CSV file, one transaction)".into(),
+        items: summary.rows,
+        unit: "readings",
+        m,
+        target: Target::Rate(100_000.0),
+    });
 
     // Push API, batches of 1,000 from one device, sequential requests over one connection.
     let (key_id, secret) = push::new_device_credentials();
@@ -153,13 +134,17 @@ async fn bench(kind: &str, total: usize) {
         let readings: Vec<_> = (0..batch)
             .map(|i| {
                 let m = (b * batch + i) % n_meters;
-                serde_json::json!({"meter_no": format!("M{m:06}"), "utility": "electricity", "read_at": at, "value": format!("{}", 90_000 + b)})
+                // The import left meter m near 1000 + 12 × days (3 every 6 hours): carry on.
+                let days = 400.0 + b as f64 / 24.0;
+                let v = 1000 + (12.0 * days) as usize + m % 3;
+                serde_json::json!({"meter_no": format!("M{m:06}"), "utility": "electricity", "read_at": at, "value": format!("{v}.{}", m % 10)})
             })
             .collect();
         bodies.push(serde_json::to_vec(&serde_json::json!({ "readings": readings })).unwrap());
     }
-    let start = Instant::now();
+    let probe = Probe::start(kind).await;
     let mut stored = 0u64;
+    let mut accepted = 0u64;
     for (i, body) in bodies.iter().enumerate() {
         let ts = Utc::now().timestamp() + i as i64 % 100;
         let sig = push::sign(&secret, "POST", "/api/v1/readings", ts, body);
@@ -175,16 +160,36 @@ async fn bench(kind: &str, total: usize) {
         assert_eq!(r.status(), 200);
         let v: serde_json::Value = r.json().await.unwrap();
         stored += v["accepted"].as_u64().unwrap() + v["held"].as_u64().unwrap();
+        accepted += v["accepted"].as_u64().unwrap();
     }
-    let secs = start.elapsed().as_secs_f64();
+    let m = probe.stop().await;
+    let secs = m.secs;
     println!(
-        "[{kind}] push API: {} readings in {batches} signed batches of {batch} in {:.2} s = {:.0} readings/s (target ≥ 20,000/s)",
+        "[{kind}] push API: {} readings ({accepted} accepted) in {batches} signed batches of {batch} in {:.2} s = {:.0} readings/s (target ≥ 20,000/s)",
         stored,
         secs,
         stored as f64 / secs
     );
+    rows.push(Row {
+        backend: kind,
+        what: format!("push API, {batches} signed batches of {batch}, one after another"),
+        items: stored as usize,
+        unit: "readings",
+        m,
+        target: Target::Rate(20_000.0),
+    });
     let _ = tx.send(());
     let _ = handle.await;
+    store.close().await;
+    let m = common::raw_insert_floor(kind, total).await;
+    rows.push(Row {
+        backend: kind,
+        what: "reference: raw INSERT of as many rows, no checks".into(),
+        items: total,
+        unit: "rows",
+        m,
+        target: Target::None,
+    });
 }
 
 #[tokio::main]
@@ -193,10 +198,9 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    bench("sqlite", total).await;
-    if std::env::var("BENCH_DATABASE_URL").is_ok() {
-        bench("postgres", total).await;
-    } else {
-        println!("(set BENCH_DATABASE_URL=postgres://… to run the PostgreSQL figures too)");
+    let mut rows = Vec::new();
+    for kind in common::backends() {
+        bench(kind, total, &mut rows).await;
     }
+    common::print_table("readings", &rows);
 }

@@ -162,3 +162,7 @@ CREATE TABLE payment_flags (
     resolved_by     TEXT
 );
 CREATE INDEX payment_flags_open_idx ON payment_flags (resolved_at, created_at);
+
+-- The allocation a callback runs reads each open bill's adjustments (`bills.adjusts_bill_id`);
+-- without this index that is a scan of every bill, per bill, inside the callback's transaction.
+CREATE INDEX bills_adjusts_idx ON bills (adjusts_bill_id);

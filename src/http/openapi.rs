@@ -352,6 +352,33 @@ pub const OPERATIONS: &[Op] = &[
     )
     .query(&[("token", "required: the inbound-reply token configured at the provider")])
     .json("the provider's reply push (Alibaba: list of {phone_number, content}; Tencent: list of {mobile, text})"),
+    // payments
+    op(
+        "POST",
+        "/api/v1/payments",
+        "payments",
+        "Create (or reuse, or supersede) a payment order for open bills of an account, or a top-up; also with the account's pay link in X-Pay-Link; Idempotency-Key required",
+        Auth::Staff(PAYERS),
+    )
+    .json("account_id, bill_ids[] or top_up (yuan string), channel (alipay|wechatpay|unionpay), method (qr|h5|jsapi|web), if_live? (reuse|supersede), payer_openid?, payer_ip?, return_url?")
+    .ok(201, "the order with what the payer needs (payer_action: qr_code, redirect, jsapi or form); 200 with reused=true for the same live order; 409 when a bill has another live order"),
+    op("GET", "/api/v1/payments/flags", "payments", "Flags for finance and rejected callbacks with their reasons", Auth::Staff(FINANCE_READ)),
+    op("GET", "/api/v1/payments/{order_no}", "payments", "A payment order: bills, status, refunds, receipt number", Auth::Staff(READ)),
+    op("POST", "/api/v1/payments/{order_no}/query", "payments", "Query the order at its gateway and apply a payment it shows", Auth::Staff(PAYERS))
+        .ok(200, "what the query found and did"),
+    op("POST", "/api/v1/payments/{order_no}/close", "payments", "Close an open order (at the gateway first); Idempotency-Key required", Auth::Staff(PAYERS)),
+    op("POST", "/api/v1/payments/{order_no}/refunds", "payments", "Refund a paid order in full or in part; Idempotency-Key required", Auth::Staff(FINANCE))
+        .json("amount? (yuan string; default: all that is left), reason")
+        .ok(201, "the refund (processing until the gateway confirms)"),
+    op("GET", "/api/v1/refunds/{refund_no}", "payments", "A refund and its status", Auth::Staff(READ)),
+    op("GET", "/api/v1/receipts/{receipt_no}", "payments", "A receipt (staff, or the account's pay link in X-Pay-Link)", Auth::Staff(READ)),
+    op("GET", "/api/v1/accounts/{id}/receipts", "payments", "An account's receipts (staff, or its pay link in X-Pay-Link)", Auth::Staff(READ)),
+    op("POST", "/notify/{channel}/{merchant}", "payments", "A gateway's payment or refund notification, verified over the raw bytes and applied once", Auth::Gateway)
+        .body("application/x-www-form-urlencoded", "the gateway's notification as it sends it (JSON for WeChat Pay)")
+        .ok(200, "the gateway's required answer (Alipay `success`, WeChat Pay 200/204, UnionPay 200); a failure answer makes it deliver again"),
+    op("GET", "/payments/return/{order_no}", "payments", "Where a payer's browser returns after a browser flow: how the order stands", Auth::Public)
+        .ok(200, "a short text")
+        .produces("text/plain"),
     // reconciliation
     op(
         "POST",
@@ -395,33 +422,6 @@ pub const OPERATIONS: &[Op] = &[
         Auth::Staff(FINANCE),
     )
     .query(&[("date", "required: the bill date"), ("format", "json (default), csv or xlsx")]),
-    // payments
-    op(
-        "POST",
-        "/api/v1/payments",
-        "payments",
-        "Create (or reuse, or supersede) a payment order for open bills of an account, or a top-up; also with the account's pay link in X-Pay-Link; Idempotency-Key required",
-        Auth::Staff(PAYERS),
-    )
-    .json("account_id, bill_ids[] or top_up (yuan string), channel (alipay|wechatpay|unionpay), method (qr|h5|jsapi|web), if_live? (reuse|supersede), payer_openid?, payer_ip?, return_url?")
-    .ok(201, "the order with what the payer needs (payer_action: qr_code, redirect, jsapi or form); 200 with reused=true for the same live order; 409 when a bill has another live order"),
-    op("GET", "/api/v1/payments/flags", "payments", "Flags for finance and rejected callbacks with their reasons", Auth::Staff(FINANCE_READ)),
-    op("GET", "/api/v1/payments/{order_no}", "payments", "A payment order: bills, status, refunds, receipt number", Auth::Staff(READ)),
-    op("POST", "/api/v1/payments/{order_no}/query", "payments", "Query the order at its gateway and apply a payment it shows", Auth::Staff(PAYERS))
-        .ok(200, "what the query found and did"),
-    op("POST", "/api/v1/payments/{order_no}/close", "payments", "Close an open order (at the gateway first); Idempotency-Key required", Auth::Staff(PAYERS)),
-    op("POST", "/api/v1/payments/{order_no}/refunds", "payments", "Refund a paid order in full or in part; Idempotency-Key required", Auth::Staff(FINANCE))
-        .json("amount? (yuan string; default: all that is left), reason")
-        .ok(201, "the refund (processing until the gateway confirms)"),
-    op("GET", "/api/v1/refunds/{refund_no}", "payments", "A refund and its status", Auth::Staff(READ)),
-    op("GET", "/api/v1/receipts/{receipt_no}", "payments", "A receipt (staff, or the account's pay link in X-Pay-Link)", Auth::Staff(READ)),
-    op("GET", "/api/v1/accounts/{id}/receipts", "payments", "An account's receipts (staff, or its pay link in X-Pay-Link)", Auth::Staff(READ)),
-    op("POST", "/notify/{channel}/{merchant}", "payments", "A gateway's payment or refund notification, verified over the raw bytes and applied once", Auth::Gateway)
-        .body("application/x-www-form-urlencoded", "the gateway's notification as it sends it (JSON for WeChat Pay)")
-        .ok(200, "the gateway's required answer (Alipay `success`, WeChat Pay 200/204, UnionPay 200); a failure answer makes it deliver again"),
-    op("GET", "/payments/return/{order_no}", "payments", "Where a payer's browser returns after a browser flow: how the order stands", Auth::Public)
-        .ok(200, "a short text")
-        .produces("text/plain"),
 ];
 
 fn path_params(path: &str) -> Vec<&str> {

@@ -13,6 +13,8 @@
 //! - [`resident`]: `/pay/{token}` — what a pay link opens: the account's open bills, the latest
 //!   bill with readings, usage, tier breakdown and late fee, and a usage chart; `/pay/lookup` finds
 //!   an account by community, account code and the last four digits of the mobile on file.
+//! - [`pay`]: paying from the resident page: buttons per channel and device, the order status
+//!   page, receipts, top-ups.
 //! - [`bill`]: the bill view both of them show.
 //! - [`demo`]: the resident pay link `meterpay demo` prints.
 //! - [`messages`]: these pages' words, chained into the catalogue of [`crate::http::pages::i18n`].
@@ -27,6 +29,7 @@ pub mod bill;
 pub mod demo;
 pub mod messages;
 pub mod operator;
+pub mod pay;
 pub mod resident;
 
 use axum::Router;
@@ -40,7 +43,10 @@ pub use messages::MESSAGES;
 
 /// Every page route of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().merge(operator::router()).merge(resident::router())
+    Router::new()
+        .merge(operator::router())
+        .merge(resident::router())
+        .merge(pay::router())
 }
 
 /// `¥12.34`.

@@ -88,7 +88,7 @@ pub fn resident_page(ctx: &PageCtx, title: &str, content: Markup) -> Markup {
 }
 
 /// A resident's error page (a bad link, a bill not on this account) with a way on.
-fn resident_error(ctx: &PageCtx, status: StatusCode, message: &str) -> Response {
+pub(crate) fn resident_error(ctx: &PageCtx, status: StatusCode, message: &str) -> Response {
     let body = resident_page(
         ctx,
         ctx.t("res.error_title"),
@@ -101,7 +101,7 @@ fn resident_error(ctx: &PageCtx, status: StatusCode, message: &str) -> Response 
 }
 
 /// Verify a pay link, or the refusal page.
-async fn verify(state: &AppState, ctx: &PageCtx, token: &str) -> Result<LinkClaims, Response> {
+pub(crate) async fn verify(state: &AppState, ctx: &PageCtx, token: &str) -> Result<LinkClaims, Response> {
     let now = Utc::now();
     let signer = crate::dunning::outbox::link_signer(&state.store, &state.config, now)
         .await
@@ -118,7 +118,7 @@ async fn verify(state: &AppState, ctx: &PageCtx, token: &str) -> Result<LinkClai
     })
 }
 
-async fn account_of(state: &AppState, claims: &LinkClaims) -> Result<Account, PageError> {
+pub(crate) async fn account_of(state: &AppState, claims: &LinkClaims) -> Result<Account, PageError> {
     state
         .store
         .account_by_id(claims.account_id)
@@ -170,6 +170,7 @@ fn short_period(p: &str) -> String {
 async fn overview(
     State(state): State<AppState>,
     AnyPage(ctx): AnyPage,
+    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, PageError> {
     let claims = match verify(&state, &ctx, &token).await {
@@ -193,6 +194,8 @@ async fn overview(
         .store
         .usage_history(account.id, (CHART_PERIODS * 2) as i64)
         .await?;
+    let prepaid = account.payment_mode == "prepaid";
+    let pay = super::pay::pay_section(&state, &ctx, &headers, &token, account.community_id, owed, prepaid).await;
     let address = match account.premises_id {
         Some(p) => state.store.premises_address(p).await?,
         None => None,
@@ -209,6 +212,7 @@ async fn overview(
                 p { (ctx.t("res.credit")) ": " (yuan(balance.credit_fen)) }
             }
         }
+        (pay)
         @if !open.is_empty() {
             section aria-labelledby="open-bills" {
                 h2 #open-bills { (ctx.t("res.open_bills")) }

@@ -736,6 +736,7 @@ impl Store {
     }
 
     /// Store a verified event that changes nothing (a notification of a non-final state), once.
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_payment_event(
         &self,
         channel: &str,

@@ -41,6 +41,10 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// A phone-sized viewport (CSS pixels).
 pub const MOBILE: (u32, u32) = (375, 812);
+/// The User-Agent of a phone's browser (Chrome on Android).
+pub const PHONE_UA: &str =
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36";
+
 /// A desktop viewport.
 pub const DESKTOP: (u32, u32) = (1280, 900);
 
@@ -95,10 +99,22 @@ impl Browser {
     }
 
     /// Like [`Browser::start`], with the browser's `Accept-Language` set to `accept_language`.
-    pub async fn start_with_language(
+    pub async fn start_with_language(test: &str, size: (u32, u32), accept_language: &str) -> Option<Browser> {
+        Self::start_with(test, size, accept_language, None).await
+    }
+
+    /// A phone: the [`MOBILE`] viewport and a mobile browser's User-Agent ([`PHONE_UA`]), so
+    /// pages that adapt to the device (the pay buttons) see a phone.
+    pub async fn start_as_phone(test: &str) -> Option<Browser> {
+        Self::start_with(test, MOBILE, "zh-CN,zh", Some(PHONE_UA)).await
+    }
+
+    /// The general form: viewport, `Accept-Language`, and optionally the User-Agent.
+    pub async fn start_with(
         test: &str,
         (width, height): (u32, u32),
         accept_language: &str,
+        user_agent: Option<&str>,
     ) -> Option<Browser> {
         if !browser_available(test) {
             return None;
@@ -121,7 +137,7 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = tempfile::tempdir().expect("a profile directory");
-        let args = vec![
+        let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -136,6 +152,9 @@ impl Browser {
             format!("--lang={}", accept_language.split(',').next().unwrap_or("zh-CN")),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        if let Some(ua) = user_agent {
+            args.push(format!("--user-agent={ua}"));
+        }
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),

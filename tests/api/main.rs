@@ -15,6 +15,7 @@ mod ledger_suite;
 mod openapi_suite;
 mod pages_browser_suite;
 mod pages_suite;
+mod pay_browser_suite;
 mod payments_crash_suite;
 mod payments_suite;
 mod readings_suite;

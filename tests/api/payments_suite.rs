@@ -878,8 +878,13 @@ async fn an_unpaid_order_is_queried_on_the_curve_and_closed_at_the_gateway_once_
     let no = order_no(&w.order(&[bill], "wechatpay", "qr").await);
     let other = w.other_instance().await;
     sweep_and_work(&other, Utc::now() + chrono::Duration::minutes(1)).await;
+    // (The app's own workers share the queue: whichever instance took the task, it ran once.)
+    wait_for("the first query", || async {
+        w.store().payment_order(&no).await.unwrap().unwrap().query_attempts == 1
+    })
+    .await;
     let o = w.store().payment_order(&no).await.unwrap().unwrap();
-    assert_eq!((o.status.as_str(), o.query_attempts), ("created", 1));
+    assert_eq!(o.status, "created");
     let next = o.next_query_at.unwrap();
     assert!(
         next > Utc::now() && next <= Utc::now() + chrono::Duration::seconds(16),
@@ -887,6 +892,10 @@ async fn an_unpaid_order_is_queried_on_the_curve_and_closed_at_the_gateway_once_
     );
     // Past its expiry: closed at the gateway first, then here; the bill is free again.
     sweep_and_work(&other, Utc::now() + chrono::Duration::hours(2)).await;
+    wait_for("the expired order closed", || async {
+        w.status_of(&no).await == "closed"
+    })
+    .await;
     let o = w.store().payment_order(&no).await.unwrap().unwrap();
     assert_eq!(o.status, "closed");
     assert_eq!(o.close_reason.as_deref(), Some("expired"));

@@ -537,3 +537,48 @@ async fn the_api_plans_shows_the_history_records_the_served_notice_and_takes_sms
     assert_eq!(r.status(), 200);
     assert!(db.store.opt_outs(a2).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_services_payments_view_stops_reminders_for_an_order_still_open_at_the_gateway() {
+    let w = World::new("PORT").await;
+    let s = &w.db.store;
+    let now = due_plus(3, 10);
+    // A3 opened a pay link and started paying: the order exists, the gateway has not confirmed.
+    s.create_payment_order(&meterpay::store::payments::NewOrder {
+        order_no: "P20260318OPEN00001",
+        community_id: w.community.id,
+        account_id: w.ids["A3"],
+        channel: "alipay",
+        merchant_id: "2021000000000001",
+        method: "qr",
+        purpose: "bills",
+        amount_fen: 5000,
+        subject: "bill 2026-02",
+        created_at: now - chrono::Duration::minutes(3),
+        expires_at: now + chrono::Duration::minutes(27),
+        created_by: "resident",
+        bills: &[],
+        next_query_at: now,
+    })
+    .await
+    .unwrap();
+    let config = Arc::new(config());
+    let port = meterpay::dunning::planner::default_port(s, &config).unwrap();
+    assert!(port.is_some(), "the service plans with payments' view");
+    let r = Planner::new(s.clone(), config, port)
+        .run(
+            &PlanOptions {
+                community: Some("PORT".into()),
+                dry_run: false,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (of(&r, "A3").outcome, of(&r, "A3").reason),
+        ("nothing", Some(Reason::PaymentPending))
+    );
+    assert!(s.reminders_for_account(w.ids["A3"]).await.unwrap().is_empty());
+    assert_eq!(of(&r, "A1").outcome, "send", "others are still reminded");
+}

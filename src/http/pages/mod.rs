@@ -215,6 +215,9 @@ pub struct Page {
     pub status: StatusCode,
     pub lang: Lang,
     pub body: Markup,
+    /// Set when the page carries an inline script: only `<script nonce="…">` elements with this
+    /// value run (see [`Page::with_script_nonce`]).
+    pub script_nonce: Option<String>,
 }
 
 impl Page {
@@ -223,7 +226,16 @@ impl Page {
             status: StatusCode::OK,
             lang: ctx.lang,
             body,
+            script_nonce: None,
         }
+    }
+
+    /// Let this page's `<script nonce="{nonce}">` elements run (and fetch from this site): the
+    /// live order status and the WeChat JSAPI call. `nonce` must be fresh and random per
+    /// response ([`crate::access::random_token`]).
+    pub fn with_script_nonce(mut self, nonce: String) -> Page {
+        self.script_nonce = Some(nonce);
+        self
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Page {
@@ -256,6 +268,18 @@ impl IntoResponse for Page {
     fn into_response(self) -> Response {
         let mut resp = (self.status, self.body.into_string()).into_response();
         page_headers(&mut resp, self.lang);
+        if let Some(nonce) = self
+            .script_nonce
+            .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            let csp = CSP.replace(
+                "script-src 'none'",
+                &format!("script-src 'nonce-{nonce}'; connect-src 'self'"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&csp) {
+                resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+            }
+        }
         resp
     }
 }
