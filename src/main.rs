@@ -655,7 +655,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             meterpay::telemetry::init(&config.log);
             let store = startup::open_store(&config).await?;
-            let port = meterpay::reconcile::default_port(&store, &config);
+            let port = meterpay::reconcile::default_port(&store, &config)?;
             let args = meterpay::reconcile::cli::ReconcileArgs {
                 channel,
                 merchant,

@@ -1157,7 +1157,7 @@ pub fn cron_jobs(config: Arc<crate::config::Config>) -> anyhow::Result<Vec<crate
                 let config = config.clone();
                 async move {
                     let day = at.with_timezone(&cst()).date_naive() - Duration::days(1);
-                    let port = default_port(&store, &config);
+                    let port = default_port(&store, &config)?;
                     let r = Reconciler::new(store, port.clone(), config.reconcile.clone());
                     for m in port.merchants().await?.into_iter().filter(|m| m.channel == channel) {
                         let req = RunRequest {
@@ -1200,43 +1200,17 @@ pub fn cron_jobs(config: Arc<crate::config::Config>) -> anyhow::Result<Vec<crate
     Ok(jobs)
 }
 
-/// The payments port the service reconciles through (payments' implementation, joined here).
-pub fn default_port(_store: &Store, _config: &crate::config::Config) -> Arc<dyn PaymentsPort> {
-    Arc::new(Unwired)
+/// The payments port the service reconciles through: payments' implementation over the store
+/// and the configured merchants.
+pub fn default_port(store: &Store, config: &crate::config::Config) -> anyhow::Result<Arc<dyn PaymentsPort>> {
+    let p = crate::payments::Payments::from_config(store.clone(), config)
+        .map_err(|e| anyhow::anyhow!("reconciling: building the payments port: {e:#}"))?;
+    Ok(Arc::new(p))
 }
 
-/// The payments port a running application reconciles through.
+/// The payments port of a running application.
 pub fn port_for(state: &crate::http::AppState) -> Arc<dyn PaymentsPort> {
-    default_port(&state.store, &state.config)
-}
-
-/// Stands in until payments' implementation of the port is wired into the application: every
-/// call says so (runs by API and on the clock fail with that message; decisions, settlement
-/// and reports do not need the port).
-struct Unwired;
-
-#[async_trait::async_trait]
-impl PaymentsPort for Unwired {
-    async fn merchants(&self) -> anyhow::Result<Vec<crate::payments::MerchantRef>> {
-        anyhow::bail!("payments is not wired into this build: no merchants are configured")
-    }
-    async fn gateway(
-        &self,
-        channel: Channel,
-        merchant_id: &str,
-    ) -> anyhow::Result<Arc<dyn meterpay_gateways::gateway::PaymentGateway>> {
-        anyhow::bail!("payments is not wired into this build: no gateway client for {channel} {merchant_id}")
-    }
-    async fn query_and_apply(&self, order_no: &str, _now: DateTime<Utc>) -> anyhow::Result<QueryOutcome> {
-        anyhow::bail!("payments is not wired into this build: order {order_no} cannot be queried")
-    }
-    async fn payment_activity(
-        &self,
-        _account_id: i64,
-        _since: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<crate::payments::PaymentActivity>> {
-        Ok(Vec::new())
-    }
+    state.payments.clone()
 }
 
 /// `HH:MM` (Beijing) as a six-field cron expression.
