@@ -30,13 +30,8 @@ pub struct Config {
     pub sms: SmsConfig,
     pub smtp: SmtpConfig,
     pub paylink: PaylinkConfig,
-<<<<<<< HEAD
-    pub reconcile: ReconcileConfig,
-    pub payments: crate::payments::config::PaymentsConfig,
-=======
     pub payments: crate::payments::config::PaymentsConfig,
     pub reconcile: ReconcileConfig,
->>>>>>> main
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,13 +135,8 @@ impl Default for Config {
             sms: SmsConfig::default(),
             smtp: SmtpConfig::default(),
             paylink: PaylinkConfig::default(),
-<<<<<<< HEAD
-            reconcile: ReconcileConfig::default(),
-            payments: crate::payments::config::PaymentsConfig::default(),
-=======
             payments: crate::payments::config::PaymentsConfig::default(),
             reconcile: ReconcileConfig::default(),
->>>>>>> main
         }
     }
 }
