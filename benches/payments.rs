@@ -287,7 +287,7 @@ async fn bench(kind: &str, n: usize, concurrency: usize) {
         .build()
         .unwrap();
     let t = Instant::now();
-    let mut lat: Vec<StdDuration> = futures::stream::iter(http_bodies.into_iter())
+    let mut lat: Vec<StdDuration> = futures::stream::iter(http_bodies)
         .map(|body| {
             let client = client.clone();
             let url = url.clone();

@@ -86,8 +86,10 @@ async fn open(url: &str, schema: Option<&str>) -> Store {
 /// The child: one timed reconciliation.
 async fn child(url: String, schema: Option<String>, file: String, label: String) {
     let store = open(&url, schema.as_deref()).await;
-    let mut config = ReconcileConfig::default();
-    config.auto_settle = false;
+    let mut config = ReconcileConfig {
+        auto_settle: false,
+        ..Default::default()
+    };
     config.alipay_accounts.insert(APP_ID.into(), ACCOUNT.into());
     let rec = Reconciler::new(store, Arc::new(BenchPort), config);
     let started = Instant::now();

@@ -808,7 +808,7 @@ async fn the_morning_report_exports_neutralised_csv_and_xlsx_and_is_emailed_over
     let cells: Vec<String> = sheet.rows().flat_map(|r| r.iter().map(|c| c.to_string())).collect();
     assert!(cells.iter().any(|c| c == "'=HYPERLINK(x)"), "{cells:?}");
     let summary = wb.worksheet_range("Summary").unwrap();
-    assert!(summary.rows().any(|r| r.iter().any(|c| c.to_string() == "gross")));
+    assert!(summary.rows().any(|r| r.iter().any(|c| *c == "gross")));
 
     // E-mailed to a real SMTP server on loopback, read back.
     let (port, inbox) = smtp_server();
