@@ -69,6 +69,11 @@ const DECISIONS: &[(&str, &str)] = &[
     ("carry_over", "fin.decision.carry_over"),
 ];
 
+/// A class as finance reads it (长款 …); an unknown one (say, `escalated`) as stored.
+fn class_label(class: &str) -> &str {
+    crate::reconcile::matching::Class::parse(class).map_or(class, |c| c.label())
+}
+
 fn status_class(s: &str) -> &'static str {
     match s {
         "BALANCED" => "ok",
@@ -130,7 +135,7 @@ async fn morning(State(state): State<AppState>, page: StaffPage, Query(q): Query
         @if r.open_items.is_empty() { p { (ctx.t("fin.none_open")) } }
         @for i in &r.open_items {
             section.card aria-labelledby={"item-" (i.item_id)} {
-                h3 id={"item-" (i.item_id)} { (i.class) " · " (i.order_no) }
+                h3 id={"item-" (i.item_id)} { (class_label(&i.class)) " · " (i.order_no) }
                 dl.facts {
                     dt { (ctx.t("pay.channel")) } dd { (i.channel) " " (i.merchant_id) }
                     dt { (ctx.t("fin.day")) } dd { (i.bill_date) " (" (ctx.tf("fin.age", &[("n", &i.age_days.to_string())])) ")" }

@@ -9,6 +9,7 @@ mod bills_suite;
 mod browser;
 mod browser_suite;
 mod email_suite;
+mod finance_browser_suite;
 mod helpers;
 mod jobs_suite;
 mod ledger_suite;
