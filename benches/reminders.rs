@@ -460,7 +460,10 @@ async fn plan_from_db(kind: &str, n: usize) {
         .enumerate()
         .map(|(i, k)| (k.as_str().to_string(), format!("SMS_1000000{i}")))
         .collect();
-    let planner = Planner::new(store.clone(), Arc::new(config), None);
+    config.reminders.service_tel = "0571-88886666".into();
+    // As `reminders plan` runs it: payments is asked about every account about to be reminded.
+    let port = meterpay::dunning::planner::default_port(&store, &config).unwrap();
+    let planner = Planner::new(store.clone(), Arc::new(config), port);
     let at = cst.with_ymd_and_hms(2026, 3, 26, 10, 0, 0).unwrap().with_timezone(&Utc);
     for dry_run in [true, false] {
         let start = Instant::now();
@@ -486,6 +489,9 @@ async fn plan_from_db(kind: &str, n: usize) {
             p.enqueued,
             p.errors
         ));
+        if let Some(e) = p.plans.iter().find_map(|a| a.error.as_deref()) {
+            say(format!("[{kind}] the first error: {e}"));
+        }
     }
     store.close().await;
 }

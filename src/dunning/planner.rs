@@ -10,7 +10,7 @@
 //!    payments from the journal (`payment.apply`, and the billing building block's
 //!    `payment.allocate`);
 //! 2. decide every account with [`policy::decide`];
-//! 3. for every account that would be reminded, ask payments ([`PaymentsPort::payment_activity`])
+//! 3. for every account that would be reminded, ask payments ([`PaymentsPort::payment_activity_many`], in bulk)
 //!    for confirmed payments **and orders still pending at the gateway**, and decide again: any
 //!    payment stops the reminder at once;
 //! 4. in one pass per household (several accounts can share premises), each message planned
@@ -322,7 +322,7 @@ impl Planner {
         }
 
         // First pass: who would be reminded at all. Only they need payments' word on pending
-        // orders (one call per account, so not for the accounts with nothing due).
+        // orders (asked in bulk, and not about the accounts with nothing due).
         if let Some(port) = &self.payments {
             let due: Vec<usize> = facts
                 .iter()
@@ -347,16 +347,12 @@ impl Planner {
                     (f.account.account_id, since)
                 })
                 .collect();
-            let answers = ask_payments(port.as_ref(), &asks).await;
-            let mut by_id: HashMap<i64, usize> = HashMap::new();
+            let mut answers = port.payment_activity_many(&asks).await.map_err(|e| {
+                anyhow::anyhow!("planning reminders: asking payments about the accounts due a reminder: {e:#}")
+            })?;
             for i in &due {
-                by_id.insert(facts[*i].account.account_id, *i);
-            }
-            for (id, answer) in answers {
-                let activity = answer
-                    .map_err(|e| anyhow::anyhow!("planning reminders: asking payments about account {id}: {e:#}"))?;
-                let f = &mut facts[by_id[&id]];
-                for a in activity {
+                let f = &mut facts[*i];
+                for a in answers.remove(&f.account.account_id).unwrap_or_default() {
                     f.payments.push(PaymentFact {
                         at: a.at,
                         pending: a.state != "paid",
@@ -574,23 +570,6 @@ impl Planner {
         });
         Ok(out)
     }
-}
-
-/// Payments' activity for each `(account, since)`, 16 questions at a time.
-async fn ask_payments(
-    port: &dyn PaymentsPort,
-    asks: &[(i64, DateTime<Utc>)],
-) -> Vec<(i64, anyhow::Result<Vec<crate::payments::port::PaymentActivity>>)> {
-    let mut out = Vec::with_capacity(asks.len());
-    for chunk in asks.chunks(16) {
-        let futs: Vec<_> = chunk
-            .iter()
-            .map(|(id, since)| port.payment_activity(*id, *since))
-            .collect();
-        let res = futures::future::join_all(futs).await;
-        out.extend(chunk.iter().map(|(id, _)| *id).zip(res));
-    }
-    out
 }
 
 fn decide(policy: &CommunityPolicy, f: &Facts, history: &[SentStep], now: DateTime<Utc>) -> Decision {

@@ -13,6 +13,7 @@
 //! - a refund posts kind `refund`, reference = the refund number: credit the clearing account,
 //!   debit receivable/credit back; accounting date = the refund's success time in Asia/Shanghai.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -69,4 +70,24 @@ pub trait PaymentsPort: Send + Sync {
     /// Payments confirmed, and orders still pending, for an account since `since` (for
     /// "stop reminding once any payment arrives, even one still pending at the gateway").
     async fn payment_activity(&self, account_id: i64, since: DateTime<Utc>) -> anyhow::Result<Vec<PaymentActivity>>;
+    /// [`PaymentsPort::payment_activity`] for many `(account, since)` at once (a planning run
+    /// asks about every account it would remind). An account with no activity may be absent.
+    /// The default asks 16 at a time; the service answers from one query per 500 accounts.
+    async fn payment_activity_many(
+        &self,
+        asks: &[(i64, DateTime<Utc>)],
+    ) -> anyhow::Result<HashMap<i64, Vec<PaymentActivity>>> {
+        let mut out = HashMap::with_capacity(asks.len());
+        for chunk in asks.chunks(16) {
+            let futs: Vec<_> = chunk
+                .iter()
+                .map(|(id, since)| self.payment_activity(*id, *since))
+                .collect();
+            for ((id, _), answer) in chunk.iter().zip(futures::future::join_all(futs).await) {
+                let activity = answer.map_err(|e| anyhow::anyhow!("asking payments about account {id}: {e:#}"))?;
+                out.insert(*id, activity);
+            }
+        }
+        Ok(out)
+    }
 }

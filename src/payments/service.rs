@@ -1114,19 +1114,32 @@ impl PaymentsPort for Payments {
 
     async fn payment_activity(&self, account_id: i64, since: DateTime<Utc>) -> anyhow::Result<Vec<PaymentActivity>> {
         let rows = self.store.account_payment_activity(account_id, since).await?;
+        Ok(rows.into_iter().map(activity_of).collect())
+    }
+
+    async fn payment_activity_many(
+        &self,
+        asks: &[(i64, DateTime<Utc>)],
+    ) -> anyhow::Result<std::collections::HashMap<i64, Vec<PaymentActivity>>> {
+        let rows = self.store.accounts_payment_activity(asks).await?;
         Ok(rows
             .into_iter()
-            .map(|r| PaymentActivity {
-                state: if r.status == "paid" {
-                    "paid".into()
-                } else {
-                    "pending".into()
-                },
-                amount: Fen::new(r.amount_fen),
-                at: r.paid_at.unwrap_or(r.created_at),
-                order_no: r.order_no,
-            })
+            .map(|(id, rs)| (id, rs.into_iter().map(activity_of).collect()))
             .collect())
+    }
+}
+
+/// An order as reminders read it: paid, or still pending at the gateway.
+fn activity_of(r: crate::store::payments::ActivityRow) -> PaymentActivity {
+    PaymentActivity {
+        state: if r.status == "paid" {
+            "paid".into()
+        } else {
+            "pending".into()
+        },
+        amount: Fen::new(r.amount_fen),
+        at: r.paid_at.unwrap_or(r.created_at),
+        order_no: r.order_no,
     }
 }
 

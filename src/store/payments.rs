@@ -9,6 +9,8 @@
 //! line of defence. [`Store::apply_refund`] does the same for a refund (journal `refund` /
 //! refund number), reversing the payment with new rows (negative allocations), never edits.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -920,6 +922,56 @@ impl Store {
             .await
             .map_err(|e| StoreError::db("reading an account's payment activity", e))
         })
+    }
+
+    /// [`Store::account_payment_activity`] for many `(account, since)` at once: one query per
+    /// 500 accounts (a planning run asks about every account it would remind). Each account's
+    /// orders are exactly those the single call returns, newest first; an account with none is
+    /// absent from the map.
+    pub async fn accounts_payment_activity(
+        &self,
+        asks: &[(i64, DateTime<Utc>)],
+    ) -> Result<HashMap<i64, Vec<ActivityRow>>, StoreError> {
+        let mut out: HashMap<i64, Vec<ActivityRow>> = HashMap::new();
+        for chunk in asks.chunks(500) {
+            let Some(earliest) = chunk.iter().map(|(_, since)| *since).min() else {
+                continue;
+            };
+            let since_of: HashMap<i64, DateTime<Utc>> = chunk.iter().copied().collect();
+            let rows: Vec<(i64, String, String, i64, DateTime<Utc>, Option<DateTime<Utc>>)> = on_read!(self, |pool| {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT account_id, order_no, status, amount_fen, created_at, paid_at FROM payment_orders \
+                     WHERE status IN ('created', 'paid') AND (created_at >= ",
+                );
+                qb.push_bind(earliest);
+                qb.push(" OR paid_at >= ");
+                qb.push_bind(earliest);
+                qb.push(") AND account_id IN (");
+                let mut sep = qb.separated(", ");
+                for (id, _) in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(") ORDER BY account_id, created_at DESC");
+                qb.build_query_as()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| StoreError::db("reading accounts' payment activity", e))?
+            });
+            for (account_id, order_no, status, amount_fen, created_at, paid_at) in rows {
+                // The chunk was read from its earliest `since`; keep each account's own window.
+                let since = since_of[&account_id];
+                if created_at >= since || paid_at.is_some_and(|p| p >= since) {
+                    out.entry(account_id).or_default().push(ActivityRow {
+                        order_no,
+                        status,
+                        amount_fen,
+                        created_at,
+                        paid_at,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Orders of an account, newest first.

@@ -15,6 +15,8 @@
 //! Every transition is one transaction and is fenced on the current status and attempt number,
 //! so a sender whose task lease was taken over cannot overwrite what the new owner recorded.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -166,6 +168,15 @@ type OutcomeColumns<'a> = (
     Option<String>,
 );
 
+/// A new message's status: letters wait for staff to print and serve them; the rest are queued.
+fn initial_status(r: &NewReminder) -> &'static str {
+    if r.channel == "letter" {
+        "awaiting_staff"
+    } else {
+        "queued"
+    }
+}
+
 impl Store {
     /// Put a message in the outbox and its delivery task in the queue, in one transaction. A
     /// message with the same dedupe key is not added again (nobody gets the same step twice).
@@ -176,76 +187,101 @@ impl Store {
     }
 
     /// [`Store::enqueue_reminder`] for many messages: one transaction per chunk of 500 (a
-    /// planning run enqueues thousands), each message with the same once-only rule. Results are
-    /// in the order given.
+    /// planning run enqueues thousands), each message with the same once-only rule, written with
+    /// one multi-row statement per table. Results are in the order given; a message whose key is
+    /// already there (in the table, or earlier in `rs`) is [`Enqueued::AlreadyThere`].
     pub async fn enqueue_reminders(&self, rs: &[NewReminder], now: DateTime<Utc>) -> Result<Vec<Enqueued>, StoreError> {
         let what = "enqueueing reminders";
         let mut out = Vec::with_capacity(rs.len());
         for chunk in rs.chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(NewReminder::dedupe_key).collect();
             let part: Vec<Enqueued> = in_tx!(self, what, |tx| {
-                let mut part = Vec::with_capacity(chunk.len());
-                for r in chunk {
-                    let key = r.dedupe_key();
-                    let bill_ids = serde_json::to_string(&r.bill_ids).unwrap_or_else(|_| "[]".into());
-                    let bill_steps = serde_json::to_string(&r.bill_steps).unwrap_or_else(|_| "[]".into());
-                    let status = if r.channel == "letter" {
-                        "awaiting_staff"
-                    } else {
-                        "queued"
-                    };
-                    let id: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO reminder_outbox (account_id, community_id, household, track, step, channel, bill_ids, bill_steps, \
-                           dedupe_key, provider, profile, recipient, message_kind, content_json, legally_required, status, not_before, \
-                           created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
-                         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                    )
-                    .bind(r.account_id)
-                    .bind(r.community_id)
-                    .bind(&r.household)
-                    .bind(&r.track)
-                    .bind(&r.step)
-                    .bind(&r.channel)
-                    .bind(&bill_ids)
-                    .bind(&bill_steps)
-                    .bind(&key)
-                    .bind(&r.provider)
-                    .bind(&r.profile)
-                    .bind(&r.recipient)
-                    .bind(&r.message_kind)
-                    .bind(r.content.to_string())
-                    .bind(r.legally_required)
-                    .bind(status)
-                    .bind(r.not_before)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO reminder_outbox (account_id, community_id, household, track, step, channel, bill_ids, bill_steps, \
+                       dedupe_key, provider, profile, recipient, message_kind, content_json, legally_required, status, not_before, \
+                       created_at, updated_at) ",
+                );
+                qb.push_values(chunk.iter().zip(&keys), |mut b, (r, key)| {
+                    b.push_bind(r.account_id)
+                        .push_bind(r.community_id)
+                        .push_bind(r.household.clone())
+                        .push_bind(r.track.clone())
+                        .push_bind(r.step.clone())
+                        .push_bind(r.channel.clone())
+                        .push_bind(serde_json::to_string(&r.bill_ids).unwrap_or_else(|_| "[]".into()))
+                        .push_bind(serde_json::to_string(&r.bill_steps).unwrap_or_else(|_| "[]".into()))
+                        .push_bind(key.clone())
+                        .push_bind(r.provider.clone())
+                        .push_bind(r.profile.clone())
+                        .push_bind(r.recipient.clone())
+                        .push_bind(r.message_kind.clone())
+                        .push_bind(r.content.to_string())
+                        .push_bind(r.legally_required)
+                        .push_bind(initial_status(r))
+                        .push_bind(r.not_before)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
+                let inserted: Vec<(i64, String)> = qb
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| StoreError::db(what, e))?;
-                    let Some(id) = id else {
-                        let existing: i64 = sqlx::query_scalar("SELECT id FROM reminder_outbox WHERE dedupe_key = $1")
-                            .bind(&key)
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(|e| StoreError::db(what, e))?;
-                        part.push(Enqueued::AlreadyThere(existing));
-                        continue;
-                    };
-                    if status == "queued" {
-                        sqlx::query(
-                            "INSERT INTO tasks (kind, payload, dedupe_key, run_at, max_attempts, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-                        )
-                        .bind(SEND_TASK)
-                        .bind(serde_json::json!({ "outbox_id": id }).to_string())
-                        .bind(format!("{SEND_TASK}:{id}"))
-                        .bind(r.not_before)
-                        .bind(r.max_attempts)
-                        .bind(now)
+                let mut new: HashMap<String, i64> = inserted.into_iter().map(|(id, k)| (k, id)).collect();
+                let missing: Vec<&String> = keys.iter().filter(|k| !new.contains_key(*k)).collect();
+                let mut existing: HashMap<String, i64> = HashMap::new();
+                if !missing.is_empty() {
+                    let mut qb =
+                        sqlx::QueryBuilder::new("SELECT id, dedupe_key FROM reminder_outbox WHERE dedupe_key IN (");
+                    let mut sep = qb.separated(", ");
+                    for k in &missing {
+                        sep.push_bind((*k).clone());
+                    }
+                    qb.push(")");
+                    let rows: Vec<(i64, String)> = qb
+                        .build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(|e| StoreError::db(what, e))?;
+                    existing.extend(rows.into_iter().map(|(id, k)| (k, id)));
+                }
+                let mut part = Vec::with_capacity(chunk.len());
+                let mut tasks: Vec<(i64, &NewReminder)> = Vec::new();
+                for (r, key) in chunk.iter().zip(&keys) {
+                    if let Some(id) = new.remove(key) {
+                        // The first message with this key is the new one; a repeat finds it.
+                        existing.insert(key.clone(), id);
+                        if initial_status(r) == "queued" {
+                            tasks.push((id, r));
+                        }
+                        part.push(Enqueued::New(id));
+                    } else {
+                        let id = *existing.get(key).ok_or_else(|| StoreError::Refused {
+                            what,
+                            reason: format!("the reminder {key} was neither written nor found"),
+                        })?;
+                        part.push(Enqueued::AlreadyThere(id));
+                    }
+                }
+                if !tasks.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO tasks (kind, payload, dedupe_key, run_at, max_attempts, created_at, updated_at) ",
+                    );
+                    qb.push_values(&tasks, |mut b, (id, r)| {
+                        b.push_bind(SEND_TASK)
+                            .push_bind(serde_json::json!({ "outbox_id": id }).to_string())
+                            .push_bind(format!("{SEND_TASK}:{id}"))
+                            .push_bind(r.not_before)
+                            .push_bind(r.max_attempts)
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    qb.push(" ON CONFLICT (dedupe_key) DO NOTHING");
+                    qb.build()
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| StoreError::db(what, e))?;
-                    }
-                    part.push(Enqueued::New(id));
                 }
                 Ok::<_, StoreError>(part)
             })?;

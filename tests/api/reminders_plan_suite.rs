@@ -582,3 +582,123 @@ async fn the_services_payments_view_stops_reminders_for_an_order_still_open_at_t
     assert!(s.reminders_for_account(w.ids["A3"]).await.unwrap().is_empty());
     assert_eq!(of(&r, "A1").outcome, "send", "others are still reminded");
 }
+
+#[tokio::test]
+async fn payments_answers_many_accounts_at_once_exactly_as_it_answers_each() {
+    let w = World::new("BULK").await;
+    let s = &w.db.store;
+    let now = due_plus(3, 10);
+    let order = |no: &'static str, account: &str, age_days: i64| meterpay::store::payments::NewOrder {
+        order_no: no,
+        community_id: w.community.id,
+        account_id: w.ids[account],
+        channel: "alipay",
+        merchant_id: "2021000000000001",
+        method: "qr",
+        purpose: "bills",
+        amount_fen: 5000,
+        subject: "bill",
+        created_at: now - chrono::Duration::days(age_days),
+        expires_at: now + chrono::Duration::minutes(30),
+        created_by: "resident",
+        bills: &[],
+        next_query_at: now,
+    };
+    for o in [
+        order("P20260318BULK00001", "A1", 10),
+        order("P20260318BULK00002", "A1", 3),
+        order("P20260318BULK00003", "A2", 5),
+    ] {
+        s.create_payment_order(&o).await.unwrap();
+    }
+    // A1 asks from four days back: its ten-day-old order is outside its own window, though
+    // inside A2's (the bulk query reads from the earliest window and must filter per account).
+    let asks = vec![
+        (w.ids["A1"], now - chrono::Duration::days(4)),
+        (w.ids["A2"], now - chrono::Duration::days(30)),
+        (w.ids["A3"], now - chrono::Duration::days(30)),
+    ];
+    let config = Arc::new(config());
+    let port = meterpay::dunning::planner::default_port(s, &config).unwrap().unwrap();
+    let many = port.payment_activity_many(&asks).await.unwrap();
+    for (id, since) in &asks {
+        let one = port.payment_activity(*id, *since).await.unwrap();
+        let bulk = many.get(id).cloned().unwrap_or_default();
+        let orders = |v: &[PaymentActivity]| v.iter().map(|a| a.order_no.clone()).collect::<Vec<_>>();
+        assert_eq!(orders(&bulk), orders(&one), "account {id}");
+    }
+    let a1: Vec<_> = many[&w.ids["A1"]].iter().map(|a| a.order_no.as_str()).collect();
+    assert_eq!(a1, ["P20260318BULK00002"]);
+    assert_eq!(many[&w.ids["A2"]].len(), 1);
+    assert!(many.get(&w.ids["A3"]).is_none_or(Vec::is_empty));
+}
+
+#[tokio::test]
+async fn enqueueing_many_reminders_writes_each_key_once_with_one_send_task() {
+    use meterpay::store::reminders::{Enqueued, NewReminder};
+    let w = World::new("ENQ").await;
+    let s = &w.db.store;
+    let now = due_plus(3, 10);
+    let msg = |account: &str, channel: &str| NewReminder {
+        account_id: w.ids[account],
+        community_id: w.community.id,
+        household: format!("h-{account}"),
+        track: "electricity".into(),
+        step: "overdue_1".into(),
+        channel: channel.into(),
+        bill_ids: vec![7, 3],
+        bill_steps: vec![(3, "overdue_1".into()), (7, "overdue_1".into())],
+        provider: if channel == "letter" { "letter" } else { "aliyun" }.into(),
+        profile: "ENQ".into(),
+        recipient: "13800000101".into(),
+        message_kind: "overdue".into(),
+        content: serde_json::json!({ "text": "x" }),
+        legally_required: channel == "letter",
+        not_before: now,
+        max_attempts: 5,
+    };
+    let batch = vec![
+        msg("A1", "sms"),
+        msg("A1", "sms"),
+        msg("A2", "sms"),
+        msg("A2", "letter"),
+    ];
+    let first = s.enqueue_reminders(&batch, now).await.unwrap();
+    let Enqueued::New(a1) = first[0] else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        first[1],
+        Enqueued::AlreadyThere(a1),
+        "a repeat within the batch finds the first"
+    );
+    assert!(matches!(first[2], Enqueued::New(b) if b != a1));
+    assert!(matches!(first[3], Enqueued::New(_)));
+    // Again: nothing new, the same ids, in the order given.
+    let again = s.enqueue_reminders(&batch, now).await.unwrap();
+    let ids = |v: &[Enqueued]| {
+        v.iter()
+            .map(|e| match e {
+                Enqueued::New(i) | Enqueued::AlreadyThere(i) => *i,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&again), ids(&first));
+    assert!(again.iter().all(|e| matches!(e, Enqueued::AlreadyThere(_))));
+    // One send task per queued message; the letter waits for staff and has none.
+    let tasks = s.list_tasks(None, 100).await.unwrap();
+    let mut sends: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.kind == "reminder.send")
+        .map(|t| t.payload.clone())
+        .collect();
+    sends.sort();
+    let mut want = vec![
+        serde_json::json!({ "outbox_id": ids(&first)[0] }).to_string(),
+        serde_json::json!({ "outbox_id": ids(&first)[2] }).to_string(),
+    ];
+    want.sort();
+    assert_eq!(sends, want);
+    let letter = s.reminder(ids(&first)[3]).await.unwrap().unwrap();
+    assert_eq!(letter.status, "awaiting_staff");
+}
