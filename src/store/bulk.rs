@@ -28,6 +28,37 @@ pub(crate) struct ReadingCols {
     pub steady_since: Vec<Option<DateTime<Utc>>>,
 }
 
+/// Reminder outbox rows (see `store::reminders`).
+#[derive(Default)]
+pub(crate) struct ReminderCols {
+    pub account_id: Vec<i64>,
+    pub community_id: Vec<i64>,
+    pub household: Vec<String>,
+    pub track: Vec<String>,
+    pub step: Vec<String>,
+    pub channel: Vec<String>,
+    pub bill_ids: Vec<String>,
+    pub bill_steps: Vec<String>,
+    pub dedupe_key: Vec<String>,
+    pub provider: Vec<String>,
+    pub profile: Vec<String>,
+    pub recipient: Vec<String>,
+    pub message_kind: Vec<String>,
+    pub content_json: Vec<String>,
+    pub legally_required: Vec<bool>,
+    pub status: Vec<&'static str>,
+    pub not_before: Vec<DateTime<Utc>>,
+}
+
+/// Task rows of one kind.
+#[derive(Default)]
+pub(crate) struct TaskCols {
+    pub payload: Vec<String>,
+    pub dedupe_key: Vec<String>,
+    pub run_at: Vec<DateTime<Utc>>,
+    pub max_attempts: Vec<i32>,
+}
+
 #[derive(Default)]
 pub(crate) struct BillCols {
     pub account_id: Vec<i64>,
@@ -157,7 +188,21 @@ pub(crate) trait Bulk: Send {
     async fn upsert_meter_states(&mut self, c: &StateCols, now: DateTime<Utc>) -> Result<(), sqlx::Error>;
     async fn insert_journal_lines(&mut self, c: &JournalLineCols) -> Result<(), sqlx::Error>;
     async fn insert_journal_entries(&mut self, c: &JournalEntryCols, now: DateTime<Utc>) -> Result<(), sqlx::Error>;
+    /// Inserts outbox rows whose key is new; returns `(id, dedupe_key)` of those inserted.
+    async fn insert_reminders(
+        &mut self,
+        c: &ReminderCols,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error>;
+    /// Inserts tasks of `kind` whose key is new.
+    async fn insert_tasks(&mut self, kind: &str, c: &TaskCols, now: DateTime<Utc>) -> Result<(), sqlx::Error>;
 }
+
+const REMINDER_COLUMNS: &str = "INSERT INTO reminder_outbox (account_id, community_id, household, track, step, channel, \
+     bill_ids, bill_steps, dedupe_key, provider, profile, recipient, message_kind, content_json, legally_required, status, \
+     not_before, created_at, updated_at) ";
+const TASK_COLUMNS: &str =
+    "INSERT INTO tasks (kind, payload, dedupe_key, run_at, max_attempts, created_at, updated_at) ";
 
 const STATE_UPSERT: &str = " ON CONFLICT (meter_id) DO UPDATE SET account_id = excluded.account_id, \
      reading_id = excluded.reading_id, read_at = excluded.read_at, value_e4 = excluded.value_e4, kind = excluded.kind, \
@@ -382,6 +427,59 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Sqlite> {
         }
         Ok(())
     }
+
+    async fn insert_reminders(
+        &mut self,
+        c: &ReminderCols,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        let mut out = Vec::with_capacity(c.account_id.len());
+        for r in ranges(c.account_id.len(), 500) {
+            let mut qb = sqlx::QueryBuilder::new(REMINDER_COLUMNS);
+            qb.push_values(r, |mut b, i| {
+                b.push_bind(c.account_id[i])
+                    .push_bind(c.community_id[i])
+                    .push_bind(c.household[i].clone())
+                    .push_bind(c.track[i].clone())
+                    .push_bind(c.step[i].clone())
+                    .push_bind(c.channel[i].clone())
+                    .push_bind(c.bill_ids[i].clone())
+                    .push_bind(c.bill_steps[i].clone())
+                    .push_bind(c.dedupe_key[i].clone())
+                    .push_bind(c.provider[i].clone())
+                    .push_bind(c.profile[i].clone())
+                    .push_bind(c.recipient[i].clone())
+                    .push_bind(c.message_kind[i].clone())
+                    .push_bind(c.content_json[i].clone())
+                    .push_bind(c.legally_required[i])
+                    .push_bind(c.status[i])
+                    .push_bind(c.not_before[i])
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
+            out.extend(qb.build_query_as::<(i64, String)>().fetch_all(&mut **self).await?);
+        }
+        Ok(out)
+    }
+
+    async fn insert_tasks(&mut self, kind: &str, c: &TaskCols, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        for r in ranges(c.payload.len(), ROWS) {
+            let mut qb = sqlx::QueryBuilder::new(TASK_COLUMNS);
+            qb.push_values(r, |mut b, i| {
+                b.push_bind(kind.to_string())
+                    .push_bind(c.payload[i].clone())
+                    .push_bind(c.dedupe_key[i].clone())
+                    .push_bind(c.run_at[i])
+                    .push_bind(c.max_attempts[i])
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.push(" ON CONFLICT (dedupe_key) DO NOTHING");
+            qb.build().execute(&mut **self).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -596,6 +694,64 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Postgres> {
             .bind(&c.memo[r.clone()])
             .bind(&c.accounting_date[r.clone()])
             .bind(&c.created_by[r.clone()])
+            .bind(now)
+            .execute(&mut **self)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_reminders(
+        &mut self,
+        c: &ReminderCols,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        let mut out = Vec::with_capacity(c.account_id.len());
+        for r in ranges(c.account_id.len(), PG_ROWS) {
+            let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{REMINDER_COLUMNS} SELECT u.a, u.c, u.h, u.t, u.s, u.ch, u.bi, u.bs, u.k, u.p, u.pr, u.r, u.m, u.j, u.l, u.st, u.nb, $18, $18 \
+                 FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                   $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bool[], $16::text[], $17::timestamptz[]) \
+                   AS u(a, c, h, t, s, ch, bi, bs, k, p, pr, r, m, j, l, st, nb) \
+                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+            )))
+            .bind(&c.account_id[r.clone()])
+            .bind(&c.community_id[r.clone()])
+            .bind(&c.household[r.clone()])
+            .bind(&c.track[r.clone()])
+            .bind(&c.step[r.clone()])
+            .bind(&c.channel[r.clone()])
+            .bind(&c.bill_ids[r.clone()])
+            .bind(&c.bill_steps[r.clone()])
+            .bind(&c.dedupe_key[r.clone()])
+            .bind(&c.provider[r.clone()])
+            .bind(&c.profile[r.clone()])
+            .bind(&c.recipient[r.clone()])
+            .bind(&c.message_kind[r.clone()])
+            .bind(&c.content_json[r.clone()])
+            .bind(&c.legally_required[r.clone()])
+            .bind(&c.status[r.clone()])
+            .bind(&c.not_before[r.clone()])
+            .bind(now)
+            .fetch_all(&mut **self)
+            .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn insert_tasks(&mut self, kind: &str, c: &TaskCols, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        for r in ranges(c.payload.len(), PG_ROWS) {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{TASK_COLUMNS} SELECT $1, u.p, u.k, u.r, u.m, $6, $6 \
+                 FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::int4[]) AS u(p, k, r, m) \
+                 ON CONFLICT (dedupe_key) DO NOTHING"
+            )))
+            .bind(kind)
+            .bind(&c.payload[r.clone()])
+            .bind(&c.dedupe_key[r.clone()])
+            .bind(&c.run_at[r.clone()])
+            .bind(&c.max_attempts[r.clone()])
             .bind(now)
             .execute(&mut **self)
             .await?;

@@ -186,46 +186,39 @@ impl Store {
         Ok(v.remove(0))
     }
 
-    /// [`Store::enqueue_reminder`] for many messages: one transaction per chunk of 500 (a
-    /// planning run enqueues thousands), each message with the same once-only rule, written with
-    /// one multi-row statement per table. Results are in the order given; a message whose key is
+    /// [`Store::enqueue_reminder`] for many messages: one transaction per chunk of 2,000 (a
+    /// planning run enqueues thousands), each message with the same once-only rule, written in bulk
+    /// (multi-row `VALUES` on SQLite, `UNNEST` arrays on PostgreSQL). Results are in the order given; a message whose key is
     /// already there (in the table, or earlier in `rs`) is [`Enqueued::AlreadyThere`].
     pub async fn enqueue_reminders(&self, rs: &[NewReminder], now: DateTime<Utc>) -> Result<Vec<Enqueued>, StoreError> {
         let what = "enqueueing reminders";
         let mut out = Vec::with_capacity(rs.len());
-        for chunk in rs.chunks(500) {
+        for chunk in rs.chunks(2000) {
             let keys: Vec<String> = chunk.iter().map(NewReminder::dedupe_key).collect();
+            let mut cols = crate::store::bulk::ReminderCols::default();
+            for (r, key) in chunk.iter().zip(&keys) {
+                cols.account_id.push(r.account_id);
+                cols.community_id.push(r.community_id);
+                cols.household.push(r.household.clone());
+                cols.track.push(r.track.clone());
+                cols.step.push(r.step.clone());
+                cols.channel.push(r.channel.clone());
+                cols.bill_ids
+                    .push(serde_json::to_string(&r.bill_ids).unwrap_or_else(|_| "[]".into()));
+                cols.bill_steps
+                    .push(serde_json::to_string(&r.bill_steps).unwrap_or_else(|_| "[]".into()));
+                cols.dedupe_key.push(key.clone());
+                cols.provider.push(r.provider.clone());
+                cols.profile.push(r.profile.clone());
+                cols.recipient.push(r.recipient.clone());
+                cols.message_kind.push(r.message_kind.clone());
+                cols.content_json.push(r.content.to_string());
+                cols.legally_required.push(r.legally_required);
+                cols.status.push(initial_status(r));
+                cols.not_before.push(r.not_before);
+            }
             let part: Vec<Enqueued> = in_tx!(self, what, |tx| {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO reminder_outbox (account_id, community_id, household, track, step, channel, bill_ids, bill_steps, \
-                       dedupe_key, provider, profile, recipient, message_kind, content_json, legally_required, status, not_before, \
-                       created_at, updated_at) ",
-                );
-                qb.push_values(chunk.iter().zip(&keys), |mut b, (r, key)| {
-                    b.push_bind(r.account_id)
-                        .push_bind(r.community_id)
-                        .push_bind(r.household.clone())
-                        .push_bind(r.track.clone())
-                        .push_bind(r.step.clone())
-                        .push_bind(r.channel.clone())
-                        .push_bind(serde_json::to_string(&r.bill_ids).unwrap_or_else(|_| "[]".into()))
-                        .push_bind(serde_json::to_string(&r.bill_steps).unwrap_or_else(|_| "[]".into()))
-                        .push_bind(key.clone())
-                        .push_bind(r.provider.clone())
-                        .push_bind(r.profile.clone())
-                        .push_bind(r.recipient.clone())
-                        .push_bind(r.message_kind.clone())
-                        .push_bind(r.content.to_string())
-                        .push_bind(r.legally_required)
-                        .push_bind(initial_status(r))
-                        .push_bind(r.not_before)
-                        .push_bind(now)
-                        .push_bind(now);
-                });
-                qb.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
-                let inserted: Vec<(i64, String)> = qb
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
+                let inserted = crate::store::bulk::Bulk::insert_reminders(&mut tx, &cols, now)
                     .await
                     .map_err(|e| StoreError::db(what, e))?;
                 let mut new: HashMap<String, i64> = inserted.into_iter().map(|(id, k)| (k, id)).collect();
@@ -265,21 +258,14 @@ impl Store {
                     }
                 }
                 if !tasks.is_empty() {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO tasks (kind, payload, dedupe_key, run_at, max_attempts, created_at, updated_at) ",
-                    );
-                    qb.push_values(&tasks, |mut b, (id, r)| {
-                        b.push_bind(SEND_TASK)
-                            .push_bind(serde_json::json!({ "outbox_id": id }).to_string())
-                            .push_bind(format!("{SEND_TASK}:{id}"))
-                            .push_bind(r.not_before)
-                            .push_bind(r.max_attempts)
-                            .push_bind(now)
-                            .push_bind(now);
-                    });
-                    qb.push(" ON CONFLICT (dedupe_key) DO NOTHING");
-                    qb.build()
-                        .execute(&mut *tx)
+                    let mut t = crate::store::bulk::TaskCols::default();
+                    for (id, r) in &tasks {
+                        t.payload.push(serde_json::json!({ "outbox_id": id }).to_string());
+                        t.dedupe_key.push(format!("{SEND_TASK}:{id}"));
+                        t.run_at.push(r.not_before);
+                        t.max_attempts.push(r.max_attempts);
+                    }
+                    crate::store::bulk::Bulk::insert_tasks(&mut tx, SEND_TASK, &t, now)
                         .await
                         .map_err(|e| StoreError::db(what, e))?;
                 }
