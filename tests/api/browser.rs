@@ -109,12 +109,28 @@ impl Browser {
         Self::start_with(test, MOBILE, "zh-CN,zh", Some(PHONE_UA)).await
     }
 
+    /// Like [`Browser::start`] with the pages' JavaScript switched off (Chromium's content
+    /// setting; the harness's own WebDriver scripts still run), to show a page works without it.
+    pub async fn start_without_javascript(test: &str, size: (u32, u32)) -> Option<Browser> {
+        Self::start_full(test, size, "zh-CN,zh", None, false).await
+    }
+
     /// The general form: viewport, `Accept-Language`, and optionally the User-Agent.
     pub async fn start_with(
+        test: &str,
+        size: (u32, u32),
+        accept_language: &str,
+        user_agent: Option<&str>,
+    ) -> Option<Browser> {
+        Self::start_full(test, size, accept_language, user_agent, true).await
+    }
+
+    async fn start_full(
         test: &str,
         (width, height): (u32, u32),
         accept_language: &str,
         user_agent: Option<&str>,
+        javascript: bool,
     ) -> Option<Browser> {
         if !browser_available(test) {
             return None;
@@ -161,7 +177,11 @@ impl Browser {
             serde_json::json!({
                 "binary": CHROMIUM,
                 "args": args,
-                "prefs": {"intl.accept_languages": accept_language},
+                "prefs": {
+                    "intl.accept_languages": accept_language,
+                    // 1 allows the pages' scripts, 2 blocks them.
+                    "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 },
+                },
             }),
         );
         // chromedriver speaks plain HTTP on loopback: no TLS stack needed.

@@ -3,7 +3,8 @@
 //! reconciliation step: a payment the gateway has and we lack, one we have and it lacks, a fee
 //! off the contract), resolves one with a reason, and sees it leave the open list — with the
 //! decision, who made it and its balanced journal entry in the store. Every page shown passes
-//! the accessibility check and is saved as a screenshot artefact.
+//! the accessibility check and is saved as a screenshot artefact. The desktop browser runs with
+//! the pages' JavaScript switched off: signing in, reading and deciding need none.
 
 use chrono::NaiveDate;
 
@@ -42,7 +43,8 @@ async fn finance_signs_in_and_resolves_a_planted_discrepancy_in_the_browser() {
     let open_before = open.len();
 
     add_user(&app.db, "fin1", "finance").await;
-    let Some(b) = Browser::start(test, DESKTOP).await else {
+    // Finance's pages need no JavaScript at all: this browser runs none of the pages' scripts.
+    let Some(b) = Browser::start_without_javascript(test, DESKTOP).await else {
         return;
     };
     sign_in(&b, &app, "fin1").await;

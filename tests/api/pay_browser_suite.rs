@@ -207,6 +207,53 @@ async fn on_a_desktop_the_qr_status_page_follows_the_order_to_paid_by_itself() {
     app.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn with_javascript_off_a_resident_still_pays_and_follows_the_order_with_the_refresh_link() {
+    let test = "with_javascript_off_a_resident_still_pays_and_follows_the_order_with_the_refresh_link";
+    let (app, sb, f) = world().await;
+    let Some(b) = Browser::start_without_javascript(test, DESKTOP).await else {
+        return;
+    };
+    let token = pay_token(&app, f.a2, Duration::days(30)).await;
+    b.goto(&format!("{}/pay/{token}", app.address)).await;
+    b.assert_accessible("the resident page without JavaScript").await;
+    b.click("form.paybutton button[data-channel='wechatpay']").await;
+    assert!(
+        b.has("figure.qr div[role=img] svg").await,
+        "the QR code is drawn on the server"
+    );
+    let order_no = b.text("main dl.facts dd").await;
+    sb.pay(Channel::Wechatpay, WX, &order_no)
+        .expect("the sandbox takes the payment");
+    // With scripts off the page does not follow the order by itself (its poll runs every 2 s)…
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    assert!(
+        b.has("#order-status[data-status='created']").await,
+        "JavaScript is off: the page did not reload itself"
+    );
+    // …and the refresh link does the same job.
+    b.click("main a[href*='/orders/']").await;
+    assert!(
+        b.has("#order-status[data-status='paid']").await,
+        "{}",
+        b.text("main").await
+    );
+    b.click("main a.button[href*='/receipts/']").await;
+    assert_eq!(b.text("h1").await, "收据");
+    b.assert_accessible("the receipt without JavaScript").await;
+    b.screenshot("resident-receipt-no-js").await;
+    assert!(app
+        .db
+        .store
+        .open_bills(f.a2)
+        .await
+        .unwrap()
+        .iter()
+        .all(|o| o.outstanding_fen == 0));
+    b.close().await;
+    app.stop().await.unwrap();
+}
+
 async fn get_as(app: &TestApp, path: &str, ua: &str) -> reqwest::Response {
     crate::staff::no_redirects()
         .get(format!("{}{path}", app.address))
