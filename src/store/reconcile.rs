@@ -228,20 +228,30 @@ impl Store {
             else {
                 return Ok(Vec::new());
             };
-            let rows: Vec<(String, String, i64, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT e.kind, e.reference, l.amount_fen, e.posted_at FROM journal_entries e \
-                 JOIN journal_lines l ON l.entry_id = e.id \
+            // A million-row day: rows are turned into items as they stream in (no second copy),
+            // and the kind comes as a number rather than a string per row.
+            let mut rows = sqlx::query_as::<_, (i32, String, i64, DateTime<Utc>)>(
+                "SELECT CASE WHEN e.kind = 'refund' THEN 1 ELSE 0 END, e.reference, l.amount_fen, e.posted_at \
+                 FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id \
                  WHERE e.accounting_date = $1 AND e.kind IN ('payment.apply', 'refund') AND l.ledger_account_id = $2",
             )
             .bind(day)
             .bind(account_id)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| StoreError::db("reading the day's clearing entries", e))?;
-            Ok(rows
-                .into_iter()
-                .map(|(k, r, a, p)| ledger_item(&k, r, a, day, p))
-                .collect())
+            .fetch(pool);
+            let mut out = Vec::new();
+            while let Some((k, r, a, p)) = futures::TryStreamExt::try_next(&mut rows)
+                .await
+                .map_err(|e| StoreError::db("reading the day's clearing entries", e))?
+            {
+                out.push(ledger_item(
+                    if k == 1 { REFUND_KIND } else { PAYMENT_KIND },
+                    r,
+                    a,
+                    day,
+                    p,
+                ));
+            }
+            Ok(out)
         })
     }
 

@@ -333,12 +333,17 @@ pub fn parse(bytes: &[u8]) -> Result<SettlementFile, SettlementError> {
         // The detail's bytes go as soon as its text is had: a million-row file is a few hundred
         // megabytes either way, and holding both beside the rows doubled the peak.
         let text = decode_owned(detail, "the detail file")?;
-        let (rows, sums) = parse_detail(&text)?;
+        let (parts, sums) = parse_detail(&text)?;
+        // And the text goes before the chunks' rows are joined.
         drop(text);
-        (rows, sums, Some(parse_summary(&decode(&summary, "the summary file")?)?))
+        (
+            join(parts),
+            sums,
+            Some(parse_summary(&decode(&summary, "the summary file")?)?),
+        )
     } else {
-        let (rows, sums) = parse_detail(&decode(bytes, "the detail file")?)?;
-        (rows, sums, None)
+        let (parts, sums) = parse_detail(&decode(bytes, "the detail file")?)?;
+        (join(parts), sums, None)
     };
     if let Some(s) = summary {
         check_summary(&s, &detail_sums)?;
@@ -386,7 +391,23 @@ fn money(line: usize, column: &str, text: &str) -> Result<i64, SettlementError> 
     amount_from_wire_signed(text, true).map_err(|e| bad(line, format!("{column}: {e}")))
 }
 
-fn parse_detail(text: &str) -> Result<(Vec<SettlementRow>, DetailSums), SettlementError> {
+/// The rows of the chunks a detail was read in, in file order, as one list: grown in place where
+/// the allocator can (large buffers are remapped, not copied) and each chunk freed once taken.
+fn join(parts: Vec<Vec<SettlementRow>>) -> Vec<SettlementRow> {
+    let total = parts.iter().map(Vec::len).sum::<usize>();
+    let mut parts = parts.into_iter();
+    let Some(mut rows) = parts.next() else {
+        return Vec::new();
+    };
+    rows.reserve_exact(total - rows.len());
+    for part in parts {
+        rows.extend(part);
+    }
+    rows
+}
+
+/// The detail's rows, as read chunk by chunk (see [`join`]), and their sums.
+fn parse_detail(text: &str) -> Result<(Vec<Vec<SettlementRow>>, DetailSums), SettlementError> {
     // 1. The preamble, up to the line that opens the list.
     let mut lines = lines_with_offsets(text).enumerate();
     let mut header = None;
@@ -459,7 +480,7 @@ fn parse_detail(text: &str) -> Result<(Vec<SettlementRow>, DetailSums), Settleme
                 .collect()
         })
     };
-    let mut rows = Vec::with_capacity(chunks.iter().map(|c| c.as_ref().map_or(0, |c| c.rows.len())).sum());
+    let mut parts = Vec::with_capacity(chunks.len());
     let mut sums = DetailSums {
         fee: Some(0),
         ..DetailSums::default()
@@ -474,7 +495,7 @@ fn parse_detail(text: &str) -> Result<(Vec<SettlementRow>, DetailSums), Settleme
             },
             other => other,
         })?;
-        rows.extend(chunk.rows);
+        parts.push(chunk.rows);
         sums.add(&chunk.sums);
         if let Some((line, offset)) = chunk.footer {
             footer = Some((line + lines_before, &rest[start + offset..]));
@@ -488,7 +509,7 @@ fn parse_detail(text: &str) -> Result<(Vec<SettlementRow>, DetailSums), Settleme
         SettlementError::Truncated("the 业务明细列表结束 line and the totals after the rows are missing".into())
     })?;
     check_footer(footer, footer_line, &sums)?;
-    Ok((rows, sums))
+    Ok((parts, sums))
 }
 
 /// The rows of one chunk of the data region.
