@@ -241,6 +241,10 @@ pub struct ActivityRow {
     pub paid_at: Option<DateTime<Utc>>,
 }
 
+/// `(account_id, order_no, status, amount_fen, created_at, paid_at)`, as the bulk activity query
+/// reads it.
+type AccountActivity = (i64, String, String, i64, DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// Insert a flag for finance inside an open transaction.
 macro_rules! insert_flag_in_tx {
     ($tx:expr, $kind:expr, $channel:expr, $merchant:expr, $order_no:expr, $detail:expr, $now:expr) => {{
@@ -938,7 +942,7 @@ impl Store {
                 continue;
             };
             let since_of: HashMap<i64, DateTime<Utc>> = chunk.iter().copied().collect();
-            let rows: Vec<(i64, String, String, i64, DateTime<Utc>, Option<DateTime<Utc>>)> = on_read!(self, |pool| {
+            let rows: Vec<AccountActivity> = on_read!(self, |pool| {
                 let mut qb = sqlx::QueryBuilder::new(
                     "SELECT account_id, order_no, status, amount_fen, created_at, paid_at FROM payment_orders \
                      WHERE status IN ('created', 'paid') AND (created_at >= ",
