@@ -516,6 +516,13 @@ impl Planner {
                 });
             }
         }
+        // Prepaid accounts' balances and last top-ups, read in bulk (not five queries each).
+        let prepaid_ids: Vec<i64> = accounts
+            .iter()
+            .filter(|r| r.payment_mode == "prepaid")
+            .map(|r| r.id)
+            .collect();
+        let mut prepaid_facts = self.store.plan_prepaid(&prepaid_ids).await?;
         let mut out = Vec::with_capacity(accounts.len());
         for row in accounts {
             let household = match row.premises_id {
@@ -544,11 +551,11 @@ impl Planner {
                 auto_debit: false,
             };
             let prepaid = if mode == PaymentMode::Prepaid {
-                let b = self.store.account_balance(row.id).await?;
+                let (balance_fen, last_top_up_at) = prepaid_facts.remove(&row.id).unwrap_or_default();
                 Some(PrepaidFacts {
                     track: Track::Utility(Utility::Electricity),
-                    balance: Fen::new(b.credit_fen - b.receivable_fen),
-                    last_top_up_at: self.store.last_top_up_at(row.id).await?,
+                    balance: Fen::new(balance_fen),
+                    last_top_up_at,
                     daily_charge: None,
                 })
             } else {

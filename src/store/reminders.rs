@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{in_tx, on_read, on_write, Store, StoreError};
+use crate::ledger::LedgerAccount;
 
 /// A message to enqueue (built from a policy decision).
 #[derive(Debug, Clone)]
@@ -723,6 +724,65 @@ impl Store {
     }
 
     /// The last top-up of an account (prepaid notices re-arm after one).
+    /// For each of these (prepaid) accounts: its balance — credit held less receivable owed, as
+    /// [`Store::account_balance`] gives them — and its last top-up, read in bulk (two queries
+    /// per 500 accounts). Every account asked about is in the map.
+    pub async fn plan_prepaid(
+        &self,
+        account_ids: &[i64],
+    ) -> Result<HashMap<i64, (i64, Option<DateTime<Utc>>)>, StoreError> {
+        let mut out: HashMap<i64, (i64, Option<DateTime<Utc>>)> =
+            account_ids.iter().map(|id| (*id, (0, None))).collect();
+        for chunk in account_ids.chunks(500) {
+            let sums: Vec<(String, i64)> = on_read!(self, |pool| {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT a.code, CAST(COALESCE(SUM(l.amount_fen), 0) AS BIGINT) FROM ledger_accounts a \
+                     JOIN journal_lines l ON l.ledger_account_id = a.id WHERE a.code IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(LedgerAccount::Receivable { account_id: *id }.code());
+                    sep.push_bind(LedgerAccount::CustomerCredit { account_id: *id }.code());
+                }
+                qb.push(") GROUP BY a.code");
+                qb.build_query_as()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| StoreError::db("reading prepaid accounts' balances", e))?
+            });
+            for (code, sum) in sums {
+                let id = code
+                    .strip_prefix("receivable:")
+                    .or_else(|| code.strip_prefix("credit:"))
+                    .and_then(|s| s.parse::<i64>().ok());
+                if let Some(entry) = id.and_then(|id| out.get_mut(&id)) {
+                    // Receivable is a debit balance owed; credit a credit balance held (negative):
+                    // credit held − receivable owed = −(sum over both).
+                    entry.0 -= sum;
+                }
+            }
+            let tops: Vec<(i64, DateTime<Utc>)> = on_read!(self, |pool| {
+                let mut qb =
+                    sqlx::QueryBuilder::new("SELECT account_id, MAX(created_at) FROM topups WHERE account_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(") GROUP BY account_id");
+                qb.build_query_as()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| StoreError::db("reading prepaid accounts' last top-ups", e))?
+            });
+            for (id, at) in tops {
+                if let Some(entry) = out.get_mut(&id) {
+                    entry.1 = Some(at);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn last_top_up_at(&self, account_id: i64) -> Result<Option<DateTime<Utc>>, StoreError> {
         on_read!(self, |pool| {
             sqlx::query_scalar::<_, DateTime<Utc>>(

@@ -312,6 +312,69 @@ async fn a_top_up_settles_open_bills_and_a_low_balance_is_listed() {
 }
 
 #[tokio::test]
+async fn reminders_read_prepaid_balances_and_last_top_ups_in_bulk_exactly_as_one_at_a_time() {
+    let db = TestDb::new().await;
+    let c = community(
+        &db,
+        "PRB",
+        "code,name,building,unit,door_no,meters,payment_mode,low_balance\nA1,One,1,1,101,E1:electricity:6,prepaid,50.00\nA2,Two,1,1,102,E2:electricity:6,prepaid,\nA3,Three,1,1,103,E3:electricity:6,prepaid,\n",
+        FLAT,
+    )
+    .await;
+    let s = &db.store;
+    monthly(s, 2).await;
+    run(s, "PRB", "2026-02", None, cst(2026, 3, 1, 9)).await;
+    let (a1, a2, a3) = (
+        account_id(s, &c, "A1").await,
+        account_id(s, &c, "A2").await,
+        account_id(s, &c, "A3").await,
+    );
+    // A1 tops up twice (credit beyond its bill), A2 owes its bill, A3 tops up less than it owes.
+    s.top_up(
+        a1,
+        Fen::new(8000),
+        "RCPT-B1",
+        None,
+        "token:op",
+        None,
+        cst(2026, 3, 2, 9),
+    )
+    .await
+    .unwrap();
+    s.top_up(
+        a1,
+        Fen::new(1000),
+        "RCPT-B2",
+        None,
+        "token:op",
+        None,
+        cst(2026, 3, 5, 9),
+    )
+    .await
+    .unwrap();
+    s.top_up(
+        a3,
+        Fen::new(1000),
+        "RCPT-B3",
+        None,
+        "token:op",
+        None,
+        cst(2026, 3, 3, 9),
+    )
+    .await
+    .unwrap();
+    let bulk = s.plan_prepaid(&[a1, a2, a3]).await.unwrap();
+    for a in [a1, a2, a3] {
+        let b = s.account_balance(a).await.unwrap();
+        let last = s.last_top_up_at(a).await.unwrap();
+        assert_eq!(bulk[&a], (b.credit_fen - b.receivable_fen, last), "account {a}");
+    }
+    assert_eq!(bulk[&a1].1, Some(cst(2026, 3, 5, 9)), "the latest top-up");
+    assert!(bulk[&a1].0 > 0 && bulk[&a2].0 < 0 && bulk[&a2].1.is_none());
+    assert!(s.plan_prepaid(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_manual_credit_note_is_an_adjustment_bill_applied_to_the_bill_it_corrects() {
     let db = TestDb::new().await;
     let c = community(&db, "ADJ", TWO, FLAT).await;

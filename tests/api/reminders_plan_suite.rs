@@ -702,3 +702,66 @@ async fn enqueueing_many_reminders_writes_each_key_once_with_one_send_task() {
     let letter = s.reminder(ids(&first)[3]).await.unwrap().unwrap();
     assert_eq!(letter.status, "awaiting_staff");
 }
+
+#[tokio::test]
+async fn a_prepaid_account_below_its_own_threshold_is_warned_and_one_well_in_credit_is_not() {
+    let db = TestDb::new().await;
+    let csv = "code,name,building,unit,door_no,mobile,email,credit_rating,meters,payment_mode,low_balance\n\
+A1,One,1,1,101,+8613800000101,a1@example.cn,B,E1:electricity:6,prepaid,50.00\n\
+A2,Two,1,1,102,+8613800000102,a2@example.cn,B,E2:electricity:6,prepaid,50.00\n";
+    let c = community(&db, "PPD", csv, FLAT).await;
+    let s = &db.store;
+    let mut rows = Vec::new();
+    for m in ["E1", "E2"] {
+        rows.push((m, "electricity", cst(2026, 1, 25, 8), "1000", "actual"));
+        rows.push((m, "electricity", cst(2026, 2, 25, 8), "1100", "actual"));
+    }
+    readings(s, &rows).await;
+    run(s, "PPD", "2026-02", Some(date(2026, 3, 15)), cst(2026, 3, 1, 9)).await;
+    let (a1, a2) = (account_id(s, &c, "A1").await, account_id(s, &c, "A2").await);
+    // Both bills are settled from a top-up; A1 is left with ¥30 (its threshold is ¥50), A2 with ¥500.
+    let owed = |a: i64| async move { s.account_balance(a).await.unwrap().receivable_fen };
+    let (o1, o2) = (owed(a1).await, owed(a2).await);
+    s.top_up(
+        a1,
+        Fen::new(o1 + 3000),
+        "RCPT-P1",
+        None,
+        "token:op",
+        None,
+        due_plus(-5, 9),
+    )
+    .await
+    .unwrap();
+    s.top_up(
+        a2,
+        Fen::new(o2 + 50000),
+        "RCPT-P2",
+        None,
+        "token:op",
+        None,
+        due_plus(-5, 9),
+    )
+    .await
+    .unwrap();
+    let r = Planner::new(s.clone(), Arc::new(config()), None)
+        .run(
+            &PlanOptions {
+                community: Some("PPD".into()),
+                dry_run: true,
+            },
+            due_plus(3, 10),
+        )
+        .await
+        .unwrap();
+    let p1 = of(&r, "A1");
+    assert_eq!(p1.outcome, "send", "{p1:?}");
+    assert!(p1.step.as_deref().unwrap_or("").starts_with("low_balance"), "{p1:?}");
+    assert!(
+        r.communities[0]
+            .plans
+            .iter()
+            .all(|p| p.account_code != "A2" || p.outcome != "send"),
+        "A2 is well in credit: {r:?}"
+    );
+}
