@@ -908,29 +908,19 @@ impl Store {
         })
     }
 
-    /// An account's orders since `since` (created or paid), newest first.
+    /// An account's orders since `since` (created or paid, still open or paid), newest first.
     pub async fn account_payment_activity(
         &self,
         account_id: i64,
         since: DateTime<Utc>,
     ) -> Result<Vec<ActivityRow>, StoreError> {
-        on_read!(self, |pool| {
-            sqlx::query_as::<_, ActivityRow>(
-                "SELECT order_no, status, amount_fen, created_at, paid_at FROM payment_orders \
-                 WHERE account_id = $1 AND status IN ('created', 'paid') AND (created_at >= $2 OR paid_at >= $2) \
-                 ORDER BY created_at DESC",
-            )
-            .bind(account_id)
-            .bind(since)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| StoreError::db("reading an account's payment activity", e))
-        })
+        let mut all = self.accounts_payment_activity(&[(account_id, since)]).await?;
+        Ok(all.remove(&account_id).unwrap_or_default())
     }
 
     /// [`Store::account_payment_activity`] for many `(account, since)` at once: one query per
     /// 500 accounts (a planning run asks about every account it would remind). Each account's
-    /// orders are exactly those the single call returns, newest first; an account with none is
+    /// orders created or paid since its own `since`, newest first; an account with none is
     /// absent from the map.
     pub async fn accounts_payment_activity(
         &self,

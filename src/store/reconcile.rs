@@ -170,6 +170,10 @@ fn ledger_item(kind: &str, reference: String, amount: i64, date: NaiveDate, post
     } else {
         RowKind::Payment
     };
+    clearing_item(kind, reference, amount, date, posted)
+}
+
+fn clearing_item(kind: RowKind, reference: String, amount: i64, date: NaiveDate, posted: DateTime<Utc>) -> LedgerItem {
     LedgerItem {
         kind,
         reference,
@@ -243,13 +247,8 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::db("reading the day's clearing entries", e))?
             {
-                out.push(ledger_item(
-                    if k == 1 { REFUND_KIND } else { PAYMENT_KIND },
-                    r,
-                    a,
-                    day,
-                    p,
-                ));
+                let kind = if k == 1 { RowKind::Refund } else { RowKind::Payment };
+                out.push(clearing_item(kind, r, a, day, p));
             }
             Ok(out)
         })

@@ -725,7 +725,7 @@ impl Store {
 
     /// The last top-up of an account (prepaid notices re-arm after one).
     /// For each of these (prepaid) accounts: its balance — credit held less receivable owed, as
-    /// [`Store::account_balance`] gives them — and its last top-up, read in bulk (two queries
+    /// [`Store::account_balance`] gives them — and the time of its last top-up, read in bulk (two queries
     /// per 500 accounts). Every account asked about is in the map.
     pub async fn plan_prepaid(
         &self,
@@ -781,18 +781,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    pub async fn last_top_up_at(&self, account_id: i64) -> Result<Option<DateTime<Utc>>, StoreError> {
-        on_read!(self, |pool| {
-            sqlx::query_scalar::<_, DateTime<Utc>>(
-                "SELECT created_at FROM topups WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1",
-            )
-            .bind(account_id)
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| StoreError::db("reading an account's last top-up", e))
-        })
     }
 
     /// Accounts of a community whose mobile number matches (an SMS reply's sender), in any of

@@ -10,7 +10,7 @@ use crate::helpers::{spawn_app, TestApp};
 use crate::pages_suite::{fixture, pay_token};
 use crate::staff::{add_user, PASSWORD};
 
-async fn sign_in(b: &Browser, app: &TestApp, name: &str) {
+pub async fn sign_in(b: &Browser, app: &TestApp, name: &str) {
     b.goto(&format!("{}/staff/sign-in", app.address)).await;
     b.fill("#name", name).await;
     b.fill("#password", PASSWORD).await;

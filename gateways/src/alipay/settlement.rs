@@ -188,25 +188,15 @@ fn decode<'a>(bytes: &'a [u8], what: &str) -> Result<Cow<'a, str>, SettlementErr
     }
 }
 
-/// [`decode`] of bytes the caller gives up: UTF-8 becomes the text without a copy; GBK is
-/// decoded and its bytes freed.
-fn decode_owned(bytes: Vec<u8>, what: &str) -> Result<String, SettlementError> {
-    let text = match decode(&bytes, what)? {
-        Cow::Owned(text) => Some(text),
-        Cow::Borrowed(_) => None,
-    };
-    match text {
-        Some(text) => Ok(text),
-        None => {
-            let mut bytes = bytes;
-            if bytes.starts_with(b"\xEF\xBB\xBF") {
-                bytes.drain(..3);
-            }
-            String::from_utf8(bytes).map_err(|e| SettlementError::Encoding {
-                encoding: "UTF-8",
-                detail: format!("{what}: {e}"),
-            })
-        }
+/// [`decode`] of bytes the caller gives up: UTF-8 becomes the text without a copy (checked
+/// once); GBK is decoded and its bytes freed.
+fn decode_owned(mut bytes: Vec<u8>, what: &str) -> Result<String, SettlementError> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(not_utf8) => decode(not_utf8.as_bytes(), what).map(Cow::into_owned),
     }
 }
 
