@@ -32,7 +32,12 @@ pub struct SettlementRow {
     pub fee_fen: Option<i64>,
     /// Transaction time as written in the file, interpreted in China Standard Time (UTC+8).
     pub time: chrono::NaiveDateTime,
-    /// The row exactly as it appeared in the file (decoded to UTF-8).
+    /// The line of the file (1-based, counted in the decoded text of the file or, for a zip,
+    /// of its detail entry) the row starts on.
+    pub line: u32,
+    /// The row exactly as it appeared in the file (decoded to UTF-8). Empty when the file was
+    /// read without its rows' text (`alipay::settlement::parse_lean`); such lines are read back
+    /// from the file by number (`alipay::settlement::original_lines`).
     pub original_line: String,
 }
 

@@ -455,3 +455,63 @@ fn a_large_bill_read_in_parallel_chunks_keeps_row_order_and_line_numbers() {
         }
     }
 }
+
+/// `parse_lean` reads the same rows as `parse`, each on the line it names, without their text;
+/// `original_lines` gives back exactly the text `parse` keeps, from the zip (GBK, read again as
+/// a stream) and from a bare CSV (GBK or UTF-8), quoted line breaks included.
+#[test]
+fn a_lean_parse_keeps_line_numbers_and_the_lines_read_back_are_the_ones_parse_keeps() {
+    let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+    // Large enough to be read in parallel chunks, so chunk-relative numbering is exercised.
+    let mut written = rows(45_000);
+    written[7].remark = "水电费,\r\n合并缴纳".into();
+    written[30_001].subject = "\"引号\" 与,逗号".into();
+    let zip = write_zip("20880000000012340156", day, &written, t("2024-01-16 05:00:00"));
+    let text = write_detail("20880000000012340156", day, &written, t("2024-01-16 05:00:00"));
+    let text_lines: Vec<&str> = text.split('\n').collect();
+    for (label, bytes, want_encoding) in [
+        ("zip", zip.clone(), settlement::DetailEncoding::Gbk),
+        ("bare GBK", gbk(&text), settlement::DetailEncoding::Gbk),
+        ("bare UTF-8", text.clone().into_bytes(), settlement::DetailEncoding::Utf8),
+    ] {
+        let full = settlement::parse(&bytes).unwrap();
+        let (lean, encoding) = settlement::parse_lean(&bytes).unwrap();
+        assert_eq!(encoding, want_encoding, "{label}");
+        assert_eq!(lean.rows.len(), full.rows.len(), "{label}");
+        assert_eq!(lean.totals, full.totals, "{label}");
+        assert_eq!(lean.file_sha256, full.file_sha256, "{label}");
+        for (l, f) in lean.rows.iter().zip(&full.rows) {
+            assert!(l.original_line.is_empty(), "{label}: a lean row keeps no text");
+            let mut l = l.clone();
+            l.original_line = f.original_line.clone();
+            assert_eq!(&l, f, "{label}");
+            // The line number is the row's first line in the detail.
+            let first = text_lines[f.line as usize - 1].trim_end_matches('\r');
+            assert!(f.original_line.starts_with(first), "{label}: line {}", f.line);
+        }
+        let wanted: Vec<u32> = [0usize, 7, 8, 22_500, 30_001, 44_999]
+            .iter()
+            .map(|&i| full.rows[i].line)
+            .collect();
+        let back = settlement::original_lines(&bytes, encoding, &wanted).unwrap();
+        assert_eq!(back.len(), wanted.len(), "{label}");
+        for &i in &[0usize, 7, 8, 22_500, 30_001, 44_999] {
+            let r = &full.rows[i];
+            assert_eq!(back[&r.line], r.original_line, "{label}: row {i}");
+        }
+        assert!(back[&full.rows[7].line].contains("水电费,\r\n合并缴纳"), "{label}");
+        // The row after the two-line one starts two lines further on.
+        assert_eq!(full.rows[8].line, full.rows[7].line + 2, "{label}");
+        // A line no row starts on, or past the end, is an error, not a guess.
+        let inside = full.rows[7].line + 1;
+        assert!(
+            settlement::original_lines(&bytes, encoding, &[full.rows[7].line, inside]).is_err(),
+            "{label}"
+        );
+        assert!(
+            matches!(settlement::original_lines(&bytes, encoding, &[10_000_000]), Err(SettlementError::BadRow { line: 10_000_000, .. })),
+            "{label}"
+        );
+        assert!(settlement::original_lines(&bytes, encoding, &[]).unwrap().is_empty());
+    }
+}

@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use meterpay_gateways::alipay::settlement::DetailEncoding;
 use meterpay_gateways::gateway::Channel;
 use meterpay_gateways::settlement::{RowKind, SettlementError, SettlementFile, SettlementRow};
 use rust_decimal::Decimal;
@@ -314,7 +315,7 @@ impl Reconciler {
             Some(f) => f,
             None => (self.download(&req).await?, "download".to_string()),
         };
-        let file = parse_checked(
+        let (file, lean) = parse_checked(
             req.channel,
             &req.merchant_id,
             req.bill_date,
@@ -335,6 +336,9 @@ impl Reconciler {
         let backfilled = self
             .carry_prior_decisions(&day, &mut items, &mut matched, &mut elsewhere)
             .await?;
+        if let Some(encoding) = lean {
+            read_back_lines(req.channel, &bytes, encoding, &mut items)?;
+        }
         items.sort_by(|a, b| a.key.cmp(&b.key));
         let summary = summarise(
             &day,
@@ -974,14 +978,49 @@ fn decision_accounts(
     }
 }
 
-/// Parse a settlement file of `channel` and check it is `merchant`'s file of `day`.
+/// The text of the rows behind `items` that a lean parse left out, read back from the file by
+/// line number (only these lines are decoded).
+fn read_back_lines(
+    channel: Channel,
+    bytes: &[u8],
+    encoding: DetailEncoding,
+    items: &mut [Item],
+) -> Result<(), ReconcileError> {
+    let lines: Vec<u32> = items
+        .iter()
+        .filter(|i| i.original_line.is_none())
+        .filter_map(|i| i.file_line)
+        .collect();
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut text = meterpay_gateways::alipay::settlement::original_lines(bytes, encoding, &lines).map_err(|e| {
+        ReconcileError::BadFile {
+            channel,
+            detail: format!("reading back the rows the run reports: {e}"),
+        }
+    })?;
+    for it in items.iter_mut().filter(|i| i.original_line.is_none()) {
+        if let Some(line) = it.file_line {
+            // Several items may be about one row (an amount and a fee difference).
+            it.original_line = text.get(&line).cloned();
+        }
+    }
+    text.clear();
+    Ok(())
+}
+
+/// Parse a settlement file of `channel` and check it is `merchant`'s file of `day`. An Alipay
+/// detail is read lean (rows without their text, see
+/// [`meterpay_gateways::alipay::settlement::parse_lean`]); its encoding is returned for reading
+/// the reported rows back.
 pub fn parse_checked(
     channel: Channel,
     merchant: &str,
     day: NaiveDate,
     bytes: &[u8],
     alipay_account: Option<&str>,
-) -> Result<SettlementFile, ReconcileError> {
+) -> Result<(SettlementFile, Option<DetailEncoding>), ReconcileError> {
     let bad = |e: SettlementError| ReconcileError::BadFile {
         channel,
         detail: e.to_string(),
@@ -1003,12 +1042,13 @@ pub fn parse_checked(
                     });
                 }
             }
-            meterpay_gateways::alipay::settlement::parse(bytes).map_err(bad)
+            let (file, encoding) = meterpay_gateways::alipay::settlement::parse_lean(bytes).map_err(bad)?;
+            Ok((file, Some(encoding)))
         }
         Channel::Wechatpay => {
             let file = meterpay_gateways::wechatpay::settlement::parse(bytes).map_err(bad)?;
             check_wechat_identity(&file, merchant, day)?;
-            Ok(file)
+            Ok((file, None))
         }
         Channel::Unionpay => {
             let f = meterpay_gateways::unionpay::settlement::parse_file(bytes).map_err(bad)?;
@@ -1024,7 +1064,7 @@ pub fn parse_checked(
                     found: f.settle_date.to_string(),
                 });
             }
-            Ok(f.settlement)
+            Ok((f.settlement, None))
         }
     }
 }

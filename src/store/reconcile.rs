@@ -99,6 +99,7 @@ pub struct ItemRow {
     pub expected_until: Option<DateTime<Utc>>,
     pub detail: String,
     pub original_line: Option<String>,
+    pub file_line: Option<i64>,
     pub decision: Option<String>,
     pub decision_reason: Option<String>,
     pub decided_by: Option<String>,
@@ -130,6 +131,7 @@ impl ItemRow {
             expected_until: self.expected_until,
             detail: self.detail.clone(),
             original_line: self.original_line.clone(),
+            file_line: self.file_line.and_then(|l| u32::try_from(l).ok()),
         }
     }
 }
@@ -154,7 +156,7 @@ const RUN_COLUMNS: &str = "r.id, r.channel, r.merchant_id, r.bill_date, r.file_i
 
 const ITEM_SELECT: &str = "SELECT i.id, i.run_id, r.channel, r.merchant_id, r.bill_date, i.item_key, i.class, i.kind, \
      i.order_no, i.refund_no, i.gateway_txn_id, i.file_amount_fen, i.ledger_amount_fen, i.difference_fen, i.file_fee, \
-     i.expected_fee_fen, i.file_time, i.ledger_date, i.expected_until, i.detail, i.original_line, \
+     i.expected_fee_fen, i.file_time, i.ledger_date, i.expected_until, i.detail, i.original_line, i.file_line, \
      d.decision, d.reason AS decision_reason, d.decided_by, d.decided_at, d.journal_reference \
      FROM recon_items i JOIN recon_runs r ON r.id = i.run_id \
      LEFT JOIN recon_resolutions d ON d.channel = r.channel AND d.merchant_id = r.merchant_id \
@@ -436,8 +438,8 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO recon_items (run_id, item_key, class, kind, order_no, refund_no, gateway_txn_id, \
                      file_amount_fen, ledger_amount_fen, difference_fen, file_fee, expected_fee_fen, file_time, ledger_date, \
-                     expected_until, detail, original_line) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                     expected_until, detail, original_line, file_line) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
                 )
                 .bind(run_id)
                 .bind(&it.key)
@@ -456,6 +458,7 @@ impl Store {
                 .bind(it.expected_until)
                 .bind(&it.detail)
                 .bind(&it.original_line)
+                .bind(it.file_line.map(i64::from))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| StoreError::db("recording a reconciliation item", e))?;

@@ -355,6 +355,29 @@ async fn every_class_once_and_a_rerun_is_identical(channel: Channel) {
     let items = w.db.store.recon_run_items(first.run_id).await.unwrap();
     let by_key: HashMap<&str, &meterpay::store::reconcile::ItemRow> =
         items.iter().map(|i| (i.item_key.as_str(), i)).collect();
+    // Each stored item about a file row names the row's line and holds the row as the gateway
+    // wrote it (an Alipay detail is read without its rows' text and the reported ones are read
+    // back by line): the same text the full parse keeps for that line.
+    let full = match channel {
+        Channel::Alipay => meterpay_gateways::alipay::settlement::parse(&file),
+        Channel::Wechatpay => meterpay_gateways::wechatpay::settlement::parse(&file),
+        Channel::Unionpay => meterpay_gateways::unionpay::settlement::parse(&file),
+    }
+    .unwrap();
+    let row_text: HashMap<u32, &str> = full.rows.iter().map(|r| (r.line, r.original_line.as_str())).collect();
+    let mut from_rows = 0;
+    for it in &items {
+        if it.file_amount_fen.is_some() {
+            let line = it.file_line.unwrap_or_else(|| panic!("{channel}: {} names no line", it.item_key));
+            let want = row_text[&(line as u32)];
+            assert!(!want.is_empty());
+            assert_eq!(it.original_line.as_deref(), Some(want), "{channel}: {}", it.item_key);
+            from_rows += 1;
+        } else {
+            assert_eq!(it.file_line, None, "{channel}: {}", it.item_key);
+        }
+    }
+    assert!(from_rows >= 5, "{channel}: {from_rows} items about file rows");
     assert_eq!(
         by_key["long:payment:ORDERLOST02"].decision.as_deref(),
         Some("auto_backfill")

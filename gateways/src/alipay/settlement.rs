@@ -190,13 +190,28 @@ fn decode<'a>(bytes: &'a [u8], what: &str) -> Result<Cow<'a, str>, SettlementErr
 
 /// [`decode`] of bytes the caller gives up: UTF-8 becomes the text without a copy (checked
 /// once); GBK is decoded and its bytes freed.
-fn decode_owned(mut bytes: Vec<u8>, what: &str) -> Result<String, SettlementError> {
+fn decode_owned(mut bytes: Vec<u8>, what: &str) -> Result<(String, DetailEncoding), SettlementError> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);
     }
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(text),
-        Err(not_utf8) => decode(not_utf8.as_bytes(), what).map(Cow::into_owned),
+        Ok(text) => Ok((text, DetailEncoding::Utf8)),
+        Err(not_utf8) => decode(not_utf8.as_bytes(), what).map(|t| (t.into_owned(), DetailEncoding::Gbk)),
+    }
+}
+
+/// How a detail's bytes were decoded: what [`original_lines`] needs to decode a line exactly
+/// as the parse did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailEncoding {
+    Utf8,
+    Gbk,
+}
+
+fn encoding_of(text: &Cow<'_, str>) -> DetailEncoding {
+    match text {
+        Cow::Borrowed(_) => DetailEncoding::Utf8,
+        Cow::Owned(_) => DetailEncoding::Gbk,
     }
 }
 
@@ -244,6 +259,114 @@ fn unzip(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SettlementError> {
     let summary =
         summary.ok_or_else(|| SettlementError::Archive(format!("the zip holds no *_{SUMMARY_SUFFIX} entry")))?;
     Ok((detail, summary))
+}
+
+/// The text of the rows that start on `lines` (1-based, as [`SettlementRow::line`] gives them)
+/// of a bill [`parse_lean`] read, exactly as [`parse`] would have kept them in
+/// `original_line`: a row whose quoted field spans lines comes whole, its line ends trimmed.
+/// The detail is read again as a stream (inflated, never held whole) up to the last line
+/// wanted, and only those lines are decoded.
+pub fn original_lines(
+    bytes: &[u8],
+    encoding: DetailEncoding,
+    lines: &[u32],
+) -> Result<std::collections::BTreeMap<u32, String>, SettlementError> {
+    let mut wanted: Vec<u32> = lines.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    if !is_zip(bytes) {
+        let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        return collect_lines(body, encoding, &wanted);
+    }
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| SettlementError::Archive(format!("not a readable zip ({e}); is the download truncated?")))?;
+    for i in 0..zip.len() {
+        let f = zip
+            .by_index(i)
+            .map_err(|e| SettlementError::Archive(format!("entry {}: {e}", i + 1)))?;
+        let name = entry_name(f.name_raw());
+        if name.ends_with(DETAIL_SUFFIX) {
+            return collect_lines(
+                std::io::BufReader::with_capacity(1 << 20, f.take(MAX_ENTRY_BYTES)),
+                encoding,
+                &wanted,
+            );
+        }
+    }
+    Err(SettlementError::Archive(format!("the zip holds no *_{DETAIL_SUFFIX} entry")))
+}
+
+/// Read `wanted` (sorted, 1-based line numbers) out of a detail's bytes.
+fn collect_lines(
+    mut r: impl std::io::BufRead,
+    encoding: DetailEncoding,
+    wanted: &[u32],
+) -> Result<std::collections::BTreeMap<u32, String>, SettlementError> {
+    let io = |e: std::io::Error| SettlementError::Truncated(format!("the detail could not be read again: {e}"));
+    let mut out = std::collections::BTreeMap::new();
+    // Lines read so far.
+    let mut at: u32 = 0;
+    let mut raw = Vec::new();
+    for &want in wanted {
+        if want <= at {
+            // Inside a multi-line row read for an earlier number: not the start of a row.
+            return Err(bad(want as usize, "no row starts on this line"));
+        }
+        // Skip to the start of line `want`.
+        let mut skip = want - 1 - at;
+        while skip > 0 {
+            let buf = r.fill_buf().map_err(io)?;
+            if buf.is_empty() {
+                return Err(bad(want as usize, "the detail ends before this line"));
+            }
+            let mut used = buf.len();
+            let mut seen = 0;
+            for nl in memchr::memchr_iter(b'\n', buf) {
+                seen += 1;
+                if seen == skip {
+                    used = nl + 1;
+                    break;
+                }
+            }
+            skip -= seen;
+            at += seen;
+            r.consume(used);
+        }
+        raw.clear();
+        if r.read_until(b'\n', &mut raw).map_err(io)? == 0 {
+            return Err(bad(want as usize, "the detail ends before this line"));
+        }
+        at += 1;
+        // A quoted field may run over lines: take lines while its quotes are open, as the
+        // parse does ('"' and '\n' never occur inside a GBK or UTF-8 multi-byte character).
+        while memchr::memchr_iter(b'"', &raw).count() % 2 == 1 {
+            if r.read_until(b'\n', &mut raw).map_err(io)? == 0 {
+                break;
+            }
+            at += 1;
+        }
+        while raw.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            raw.pop();
+        }
+        let text = match encoding {
+            DetailEncoding::Utf8 => String::from_utf8(raw.clone()).map_err(|_| SettlementError::Encoding {
+                encoding: "UTF-8",
+                detail: format!("line {want} is not UTF-8 on a second reading"),
+            })?,
+            DetailEncoding::Gbk => encoding_rs::GB18030
+                .decode_without_bom_handling_and_without_replacement(&raw)
+                .ok_or_else(|| SettlementError::Encoding {
+                    encoding: "GBK",
+                    detail: format!("line {want} is not GBK on a second reading"),
+                })?
+                .into_owned(),
+        };
+        out.insert(want, text);
+    }
+    Ok(out)
 }
 
 // --- identity --------------------------------------------------------------------------------
@@ -315,35 +438,56 @@ pub fn identity(bytes: &[u8]) -> Result<BillIdentity, SettlementError> {
 
 // --- parsing ---------------------------------------------------------------------------------
 
+fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
+}
+
 /// Parse a bill as downloaded (the zip), or a bare detail CSV.
 pub fn parse(bytes: &[u8]) -> Result<SettlementFile, SettlementError> {
+    parse_with(bytes, true).map(|(file, _)| file)
+}
+
+/// [`parse`], with every check, but without each row's text: rows keep their `line` and an
+/// empty `original_line`. The text of the few rows a reconciliation reports is read back with
+/// [`original_lines`] (given the encoding returned here). A million-row day is about 200 MB of
+/// text; a copy of every line beside the rows doubled their size.
+pub fn parse_lean(bytes: &[u8]) -> Result<(SettlementFile, DetailEncoding), SettlementError> {
+    parse_with(bytes, false)
+}
+
+fn parse_with(bytes: &[u8], keep_lines: bool) -> Result<(SettlementFile, DetailEncoding), SettlementError> {
     let file_sha256 = sha256_hex(bytes);
-    let (rows, detail_sums, summary) = if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+    let (rows, detail_sums, summary, encoding) = if is_zip(bytes) {
         let (detail, summary) = unzip(bytes)?;
         // The detail's bytes go as soon as its text is had: a million-row file is a few hundred
         // megabytes either way, and holding both beside the rows doubled the peak.
-        let text = decode_owned(detail, "the detail file")?;
-        let (parts, sums) = parse_detail(&text)?;
+        let (text, encoding) = decode_owned(detail, "the detail file")?;
+        let (parts, sums) = parse_detail(&text, keep_lines)?;
         // And the text goes before the chunks' rows are joined.
         drop(text);
         (
             join(parts),
             sums,
             Some(parse_summary(&decode(&summary, "the summary file")?)?),
+            encoding,
         )
     } else {
-        let (parts, sums) = parse_detail(&decode(bytes, "the detail file")?)?;
-        (join(parts), sums, None)
+        let text = decode(bytes, "the detail file")?;
+        let (parts, sums) = parse_detail(&text, keep_lines)?;
+        (join(parts), sums, None, encoding_of(&text))
     };
     if let Some(s) = summary {
         check_summary(&s, &detail_sums)?;
     }
     let totals = SettlementTotals::of(&rows);
-    Ok(SettlementFile {
-        rows,
-        totals,
-        file_sha256,
-    })
+    Ok((
+        SettlementFile {
+            rows,
+            totals,
+            file_sha256,
+        },
+        encoding,
+    ))
 }
 
 /// Sums over the detail rows that the footer and the summary are checked against (signed, as
@@ -397,7 +541,7 @@ fn join(parts: Vec<Vec<SettlementRow>>) -> Vec<SettlementRow> {
 }
 
 /// The detail's rows, as read chunk by chunk (see [`join`]), and their sums.
-fn parse_detail(text: &str) -> Result<(Vec<Vec<SettlementRow>>, DetailSums), SettlementError> {
+fn parse_detail(text: &str, keep_lines: bool) -> Result<(Vec<Vec<SettlementRow>>, DetailSums), SettlementError> {
     // 1. The preamble, up to the line that opens the list.
     let mut lines = lines_with_offsets(text).enumerate();
     let mut header = None;
@@ -454,14 +598,14 @@ fn parse_detail(text: &str) -> Result<(Vec<Vec<SettlementRow>>, DetailSums), Set
     // the chunks' rows are joined in file order.
     let bounds = chunk_bounds(rest, chunk_count(rest.len()));
     let chunks: Vec<Result<Chunk, SettlementError>> = if bounds.len() <= 2 {
-        vec![read_rows(rest, &cols)]
+        vec![read_rows(rest, &cols, keep_lines)]
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = bounds
                 .windows(2)
                 .map(|w| {
                     let (part, cols) = (&rest[w[0]..w[1]], &cols);
-                    scope.spawn(move || read_rows(part, cols))
+                    scope.spawn(move || read_rows(part, cols, keep_lines))
                 })
                 .collect();
             handles
@@ -478,13 +622,18 @@ fn parse_detail(text: &str) -> Result<(Vec<Vec<SettlementRow>>, DetailSums), Set
     let mut lines_before = header_line;
     let mut footer = None;
     for (chunk, start) in chunks.into_iter().zip(&bounds) {
-        let chunk = chunk.map_err(|e| match e {
+        let mut chunk = chunk.map_err(|e| match e {
             SettlementError::BadRow { line, reason } => SettlementError::BadRow {
                 line: line + lines_before,
                 reason,
             },
             other => other,
         })?;
+        // Rows were numbered from their chunk's start.
+        let before = u32::try_from(lines_before).map_err(|_| bad(lines_before, "the file has too many lines"))?;
+        for r in &mut chunk.rows {
+            r.line += before;
+        }
         parts.push(chunk.rows);
         sums.add(&chunk.sums);
         if let Some((line, offset)) = chunk.footer {
@@ -564,7 +713,7 @@ fn chunk_bounds(text: &str, n: usize) -> Vec<usize> {
 /// split on commas (what a CSV reader does with it, only faster); a line with quotes goes
 /// through the csv crate, together with the lines after it while its quotes are open. Line
 /// numbers in errors count from the chunk's start (the caller adds the lines before it).
-fn read_rows(rest: &str, cols: &DetailCols) -> Result<Chunk, SettlementError> {
+fn read_rows(rest: &str, cols: &DetailCols, keep_lines: bool) -> Result<Chunk, SettlementError> {
     let mut rows = Vec::with_capacity(rest.len() / 220 + 1);
     let mut sums = DetailSums {
         fee: Some(0),
@@ -606,11 +755,11 @@ fn read_rows(rest: &str, cols: &DetailCols) -> Result<Chunk, SettlementError> {
                 .and_then(Result::ok)
                 .ok_or_else(|| bad(first_line, "not readable as CSV (unbalanced quotes?)"))?;
             let quoted: Vec<&str> = rec.iter().collect();
-            read_row(&quoted, line, first_line, cols, &mut sums)?
+            read_row(&quoted, keep_lines.then_some(line), first_line, cols, &mut sums)?
         } else {
             fields.clear();
             fields.extend(line.split(','));
-            read_row(&fields, line, first_line, cols, &mut sums)?
+            read_row(&fields, keep_lines.then_some(line), first_line, cols, &mut sums)?
         };
         rows.push(row);
         pos = end;
@@ -637,10 +786,11 @@ struct DetailCols {
     width: usize,
 }
 
-/// One data row (its fields, its text, its line number) into a normalised row; adds to the sums.
+/// One data row (its fields, its text if kept, its line number) into a normalised row; adds to
+/// the sums.
 fn read_row(
     fields: &[&str],
-    original: &str,
+    original: Option<&str>,
     line: usize,
     c: &DetailCols,
     sums: &mut DetailSums,
@@ -733,7 +883,8 @@ fn read_row(
         fee: fee_text.to_string(),
         fee_fen,
         time,
-        original_line: original.to_string(),
+        line: u32::try_from(line).map_err(|_| bad(line, "the file has too many lines"))?,
+        original_line: original.map(str::to_string).unwrap_or_default(),
     })
 }
 

@@ -582,6 +582,7 @@ pub fn normalise(records: &[ZmRecord]) -> Vec<SettlementRow> {
                 fee: fen_to_yuan(r.fee_fen),
                 fee_fen: Some(r.fee_fen),
                 time: r.trace_time,
+                line: r.line as u32,
                 original_line: r.original_line.clone(),
             }
         })

@@ -366,6 +366,7 @@ fn parse_text(text: &str) -> Result<(Vec<SettlementRow>, BillType), SettlementEr
             fee: fee.to_string(),
             fee_fen: yuan_to_fen(fee, true).ok(),
             time,
+            line: line.no as u32,
             original_line: line.text.to_string(),
         });
     }
