@@ -555,26 +555,33 @@ impl Store {
     }
 
     /// Apply a confirmed payment exactly once (see the module docs).
+    ///
+    /// A paid order takes eleven statements: lock the order (reading, in the same statement,
+    /// whether this gateway event is stored already), release its bills, lock the account (with
+    /// its allocation settings), read its bills, write the allocations, the ledger accounts, the
+    /// journal lines and the entry, one `UPDATE` of the order (status, transaction, amount,
+    /// credit), the receipt and the event.
     pub async fn apply_payment(&self, p: &ApplyPayment<'_>) -> Result<PaymentApplied, StoreError> {
         let what = "applying a payment";
         in_tx!(self, what, |tx| 'body: {
-            if let Some(ev) = &p.event {
-                if event_seen_in_tx!(tx, p.channel, p.merchant_id, ev.event_id) {
-                    break 'body Ok(PaymentApplied::DuplicateEvent);
-                }
-            }
-            // Locks the order row (both backends) so copies of one payment apply one at a time.
-            let row: Option<(i64, i64, String, i64, String, String)> = sqlx::query_as(
+            // Locks the order row (both backends) so copies of one payment apply one at a time,
+            // and says whether this very event was stored before (then nothing is done).
+            let row: Option<(i64, i64, String, i64, String, String, i64)> = sqlx::query_as(
                 "UPDATE payment_orders SET query_attempts = query_attempts WHERE order_no = $1 \
-                 RETURNING id, account_id, status, amount_fen, channel, merchant_id",
+                 RETURNING id, account_id, status, amount_fen, channel, merchant_id, \
+                 (SELECT COUNT(*) FROM payment_events e WHERE e.channel = $2 AND e.merchant_id = $3 AND e.event_id = $4)",
             )
             .bind(p.order_no)
+            .bind(p.channel)
+            .bind(p.merchant_id)
+            .bind(p.event.as_ref().map(|ev| ev.event_id))
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| StoreError::db(what, e))?;
-            let Some((order_id, account_id, status, amount_fen, channel, merchant_id)) = row else {
+            let Some((order_id, account_id, status, amount_fen, channel, merchant_id, seen)) = row else {
                 if let Some(ev) = &p.event {
-                    let _ = insert_event_in_tx!(
+                    // Stored once: a copy finds the row and is a duplicate (no second flag).
+                    if !insert_event_in_tx!(
                         tx,
                         p.channel,
                         p.merchant_id,
@@ -583,7 +590,9 @@ impl Store {
                         None,
                         "unknown_order",
                         p.now
-                    );
+                    ) {
+                        break 'body Ok(PaymentApplied::DuplicateEvent);
+                    }
                 }
                 insert_flag_in_tx!(
                     tx,
@@ -600,6 +609,9 @@ impl Store {
                 );
                 break 'body Ok(PaymentApplied::UnknownOrder);
             };
+            if seen > 0 {
+                break 'body Ok(PaymentApplied::DuplicateEvent);
+            }
             let mismatch = if channel != p.channel
                 || merchant_id != p.merchant_id
                 || p.reported_merchant_id != merchant_id
@@ -654,18 +666,6 @@ impl Store {
                 break 'body Ok(PaymentApplied::AlreadyApplied);
             }
             let after_close = status == "closed";
-            sqlx::query(
-                "UPDATE payment_orders SET status = 'paid', gateway_txn_id = $1, paid_amount_fen = $2, paid_at = $3, \
-                 next_query_at = NULL, updated_at = $4 WHERE id = $5",
-            )
-            .bind(p.gateway_txn_id)
-            .bind(p.amount_fen)
-            .bind(p.paid_at)
-            .bind(p.now)
-            .bind(order_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db("marking an order paid", e))?;
             if !after_close {
                 sqlx::query("DELETE FROM payment_bill_locks WHERE order_id = $1")
                     .bind(order_id)
@@ -683,6 +683,21 @@ impl Store {
                 &clearing,
                 p.paid_at
             );
+            // The order row is locked since the first statement: one UPDATE moves it to paid
+            // with what the allocation put to credit.
+            sqlx::query(
+                "UPDATE payment_orders SET status = 'paid', gateway_txn_id = $1, paid_amount_fen = $2, paid_at = $3, \
+                 to_credit_fen = $4, next_query_at = NULL, updated_at = $5 WHERE id = $6",
+            )
+            .bind(p.gateway_txn_id)
+            .bind(p.amount_fen)
+            .bind(p.paid_at)
+            .bind(allocation.to_credit_fen)
+            .bind(p.now)
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db("marking an order paid", e))?;
             let bills_json = serde_json::to_string(
                 &allocation
                     .bills
@@ -693,12 +708,6 @@ impl Store {
                     .collect::<Vec<_>>(),
             )
             .unwrap_or_else(|_| "[]".into());
-            sqlx::query("UPDATE payment_orders SET to_credit_fen = $1 WHERE id = $2")
-                .bind(allocation.to_credit_fen)
-                .bind(order_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db("recording a payment's credit", e))?;
             sqlx::query(
                 "INSERT INTO payment_receipts (receipt_no, order_id, account_id, amount_fen, channel, gateway_txn_id, bills, \
                  to_credit_fen, paid_at, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
