@@ -52,10 +52,13 @@ use super::{Backend, BackendKind, StoreError};
 /// other session's visibility checks take a slow path, so a batch stays within it.
 pub const MAX_BATCH: usize = 64;
 
-/// Committers on PostgreSQL (each holds one pooled connection while it runs a batch). Measured
-/// on a 2-core machine with `benches/payments.rs` (see the bench's doc comment): one committer
-/// is bound by round trips, a transaction per callback by commits; four batching committers
-/// beat both.
+/// Committers on PostgreSQL (each holds one pooled connection while it runs a batch). Why four:
+/// measured with `benches/payments.rs` (`BENCH_PG_LANES`, 1,500 callbacks, 32 at a time, on the
+/// 2-core machine while another build ran, so rough), raw apply limit: 1 lane 549/s (every
+/// statement of every callback in series on one connection: round trips bound it), 2 lanes
+/// 803/s, **4 lanes 933/s**, 8 lanes 872/s, 32 lanes — in effect a transaction per callback,
+/// 1.2 writes a commit — 680/s. Past four, the commits saved no longer pay for the CPU that
+/// more concurrent sessions take on two cores.
 pub const POSTGRES_LANES: usize = 4;
 
 /// Writes waiting for a committer, per lane, before callers wait to hand theirs over.
