@@ -9,9 +9,18 @@
 //!   application (verification over the raw bytes, the one apply transaction, the `success`
 //!   answer), `BENCH_CONCURRENCY` (default 32) at a time, with p50/p99 latency.
 //!
+//! Both go through the group commit (`src/store/group_commit.rs`), which lives inside
+//! `Store::apply_payment`: concurrent applies share a transaction, each in its own savepoint, and
+//! are answered after its one commit. The raw limit is still "the same writes, straight to the
+//! store" — group commit included, HTTP and verification excluded. After each phase the bench
+//! prints how many transactions carried how many writes (mean and largest batch).
+//!
 //! Targets: PostgreSQL ≥ 2,000/s, SQLite (synchronous=FULL) ≥ 1,000/s, and end to end ≥ 70 % of
 //! the raw limit. `cargo bench --bench payments` runs on SQLite; with
 //! `BENCH_DATABASE_URL=postgres://…` on PostgreSQL too (`BENCH_ONLY=sqlite|postgres` picks one).
+//! `BENCH_PG_LANES=n` sets the number of PostgreSQL committers (default
+//! `group_commit::POSTGRES_LANES`; as many as `BENCH_CONCURRENCY` is in effect a transaction
+//! per callback, for comparison).
 
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -21,6 +30,7 @@ use futures::StreamExt;
 use meterpay::config::Config;
 use meterpay::payments::config::{MerchantConfig, MerchantKind};
 use meterpay::startup::Application;
+use meterpay::store::group_commit::GroupCommitStats;
 use meterpay::store::payments::{ApplyPayment, EventRecord, NewOrder};
 use meterpay::store::{Store, StoreOptions};
 use meterpay_gateways::gateway::Channel;
@@ -54,6 +64,7 @@ async fn fresh_store(kind: &str) -> (Store, Option<tempfile::TempDir>) {
                 &StoreOptions {
                     pg_schema: Some(schema),
                     max_connections: 20,
+                    group_commit_lanes: std::env::var("BENCH_PG_LANES").ok().and_then(|v| v.parse().ok()),
                     ..Default::default()
                 },
             )
@@ -189,6 +200,18 @@ async fn sign_all(orders: &[String], offset: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// How the writes of a phase were grouped: transactions, writes, mean and largest batch.
+fn grouping(kind: &str, before: GroupCommitStats, after: GroupCommitStats) {
+    let batches = after.batches - before.batches;
+    let writes = after.writes - before.writes;
+    println!(
+        "{kind}:   group commit: {writes} writes in {batches} transactions (mean {:.1} a transaction, largest {}, {} failed)",
+        writes as f64 / batches.max(1) as f64,
+        after.largest_batch,
+        after.failed_batches - before.failed_batches
+    );
+}
+
 fn pct(sorted: &[StdDuration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -212,6 +235,7 @@ async fn bench(kind: &str, n: usize, concurrency: usize) {
 
     // Raw database limit: the same apply transaction with the same event rows, no HTTP.
     let headers = r#"[["content-type","application/x-www-form-urlencoded; charset=utf-8"]]"#.to_string();
+    let stats = store.group_commit_stats();
     let t = Instant::now();
     let mut lat = Vec::with_capacity(n);
     let results: Vec<StdDuration> = futures::stream::iter(raw_orders.iter().zip(raw_bodies.iter()).enumerate())
@@ -261,6 +285,7 @@ async fn bench(kind: &str, n: usize, concurrency: usize) {
         pct(&lat, 0.5),
         pct(&lat, 0.99)
     );
+    grouping(kind, stats, store.group_commit_stats());
 
     // End to end over HTTP.
     let mut config = Config::default();
@@ -286,6 +311,7 @@ async fn bench(kind: &str, n: usize, concurrency: usize) {
         .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap();
+    let stats = store.group_commit_stats();
     let t = Instant::now();
     let mut lat: Vec<StdDuration> = futures::stream::iter(http_bodies)
         .map(|body| {
@@ -318,6 +344,7 @@ async fn bench(kind: &str, n: usize, concurrency: usize) {
         pct(&lat, 0.99),
         100.0 * http_rate / raw_rate
     );
+    grouping(kind, stats, store.group_commit_stats());
     let _ = tx.send(());
     let _ = server.await;
 }

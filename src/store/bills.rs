@@ -1111,15 +1111,28 @@ macro_rules! allocate_payment_in_tx {
                 reason: format!("a payment must be positive (got {amount})"),
             });
         }
-        let community_id: Option<i64> =
-            sqlx::query_scalar("UPDATE accounts SET status = status WHERE id = $1 RETURNING community_id")
-                .bind(account_id)
-                .fetch_optional(&mut *$tx)
-                .await
-                .map_err(|e| $crate::store::StoreError::db(what, e))?;
-        let community_id =
-            community_id.ok_or_else(|| $crate::store::StoreError::NotFound(format!("account {account_id}")))?;
-        let settings = $crate::store::billing_settings::billing_settings_in_tx!($tx, community_id);
+        // Locks the account row and reads the two settings allocation needs in one statement.
+        let locked: Option<(i64, Option<String>, Option<bool>)> = sqlx::query_as(
+            "UPDATE accounts SET status = status WHERE id = $1 RETURNING community_id, \
+             (SELECT s.allocation_order FROM billing_settings s WHERE s.community_id = accounts.community_id), \
+             (SELECT s.penalty_first FROM billing_settings s WHERE s.community_id = accounts.community_id)",
+        )
+        .bind(account_id)
+        .fetch_optional(&mut *$tx)
+        .await
+        .map_err(|e| $crate::store::StoreError::db(what, e))?;
+        let (_community_id, allocation_order, penalty_first) =
+            locked.ok_or_else(|| $crate::store::StoreError::NotFound(format!("account {account_id}")))?;
+        // As `billing_settings_in_tx!` reads them: a community without settings has the defaults.
+        let settings = match allocation_order {
+            Some(order) => $crate::store::billing_settings::BillingSettings {
+                allocation_order: $crate::domain::late_fee::AllocationOrder::parse(&order)
+                    .unwrap_or($crate::domain::late_fee::AllocationOrder::OldestFirst),
+                penalty_first: penalty_first.unwrap_or(false),
+                ..Default::default()
+            },
+            None => $crate::store::billing_settings::BillingSettings::default(),
+        };
         let bills = $crate::store::bills::account_bills_in_tx!($tx, account_id);
         let items: Vec<$crate::domain::late_fee::OpenItem> = bills
             .iter()

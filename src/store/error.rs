@@ -17,6 +17,11 @@ pub enum StoreError {
     Config(String),
     #[error("applying migrations: {0}")]
     Migration(String),
+    /// A callback write was gathered into a group commit whose transaction did not commit (or
+    /// whose committer stopped before answering): not acknowledged, so the gateway delivers it
+    /// again, and applying it again is safe.
+    #[error("{what}: not committed: {reason}")]
+    NotCommitted { what: &'static str, reason: String },
     #[error("{what}: {source}")]
     Database {
         what: &'static str,

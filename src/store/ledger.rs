@@ -36,19 +36,55 @@ macro_rules! ledger_account_id {
 
 /// Post `$entry` inside the open transaction `$tx`. Later steps (bill issue, payment apply)
 /// call this inside their own transactions so the business change and its posting commit together.
+///
+/// Three statements whatever the number of lines (a payment's apply runs this on every callback):
+/// one multi-row `INSERT … ON CONFLICT (code) DO NOTHING` makes sure every ledger account exists
+/// (codes de-duplicated and sorted, so concurrent posters insert new codes in the same order),
+/// one multi-row insert writes the lines with each account id resolved by a sub-select on its
+/// code, and then the entry row, whose insert trigger checks the lines balance.
 macro_rules! post_entry_in_tx {
     ($tx:expr, $entry:expr, $now:expr) => {{
         let entry: &$crate::ledger::JournalEntry = $entry;
+        let mut accounts: std::collections::BTreeMap<String, (&'static str, String)> =
+            std::collections::BTreeMap::new();
+        let mut codes: Vec<(i32, String, i64)> = Vec::with_capacity(entry.lines.len());
         for (i, (acct, amount)) in entry.lines.iter().enumerate() {
-            let account_id = $crate::store::ledger::ledger_account_id!($tx, acct, $now);
-            sqlx::query("INSERT INTO journal_lines (entry_id, line_no, ledger_account_id, amount_fen) VALUES ($1, $2, $3, $4)")
-                .bind(entry.id)
-                .bind(i as i32 + 1)
-                .bind(account_id)
-                .bind(amount.get())
+            let code = acct.code();
+            accounts
+                .entry(code.clone())
+                .or_insert_with(|| (acct.kind().as_str(), acct.name()));
+            codes.push((i as i32 + 1, code, amount.get()));
+        }
+        let accounts: Vec<(String, (&'static str, String))> = accounts.into_iter().collect();
+        for chunk in accounts.chunks($crate::store::bills::ROWS) {
+            let mut qb = sqlx::QueryBuilder::new("INSERT INTO ledger_accounts (code, kind, name, created_at) ");
+            qb.push_values(chunk, |mut b, (code, (kind, name))| {
+                b.push_bind(code.as_str())
+                    .push_bind(*kind)
+                    .push_bind(name.as_str())
+                    .push_bind($now);
+            });
+            qb.push(" ON CONFLICT (code) DO NOTHING");
+            qb.build()
                 .execute(&mut *$tx)
                 .await
-                .map_err(|e| $crate::store::StoreError::db("writing a journal line", e))?;
+                .map_err(|e| $crate::store::StoreError::db("creating the ledger accounts of a journal entry", e))?;
+        }
+        for chunk in codes.chunks($crate::store::bills::ROWS) {
+            let mut qb =
+                sqlx::QueryBuilder::new("INSERT INTO journal_lines (entry_id, line_no, ledger_account_id, amount_fen) ");
+            qb.push_values(chunk, |mut b, (line_no, code, amount)| {
+                b.push_bind(entry.id)
+                    .push_bind(*line_no)
+                    .push("(SELECT id FROM ledger_accounts WHERE code = ")
+                    .push_bind_unseparated(code.as_str())
+                    .push_unseparated(")")
+                    .push_bind(*amount);
+            });
+            qb.build()
+                .execute(&mut *$tx)
+                .await
+                .map_err(|e| $crate::store::StoreError::db("writing the lines of a journal entry", e))?;
         }
         sqlx::query(
             "INSERT INTO journal_entries (id, kind, reference, memo, accounting_date, posted_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -23,6 +23,7 @@ pub mod bills;
 pub(crate) mod bulk;
 pub mod directory;
 pub mod error;
+pub mod group_commit;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
@@ -37,6 +38,7 @@ pub mod users;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -78,6 +80,9 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// PostgreSQL only: the schema to use (tests give each test its own).
     pub pg_schema: Option<String>,
+    /// PostgreSQL only: how many group committers take the callback writes (see
+    /// [`group_commit`]); `None` is [`group_commit::POSTGRES_LANES`]. SQLite always has one.
+    pub group_commit_lanes: Option<usize>,
 }
 
 impl Default for StoreOptions {
@@ -86,14 +91,17 @@ impl Default for StoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             pg_schema: None,
+            group_commit_lanes: None,
         }
     }
 }
 
-/// The storage interface. Cheap to clone (pools are reference-counted).
+/// The storage interface. Cheap to clone (pools and committers are reference-counted).
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) backend: Backend,
+    /// The committers of the callback writes, shared by every clone.
+    pub(crate) group: Arc<group_commit::GroupCommit>,
 }
 
 /// Run `$body` with `$pool` bound to the pool that takes writes on this backend.
@@ -217,6 +225,7 @@ impl Store {
             .map_err(|e| StoreError::db("opening the SQLite read pool", e))?;
         Ok(Store {
             backend: Backend::Sqlite { writer, reader },
+            group: Arc::new(group_commit::GroupCommit::new(BackendKind::Sqlite, None)),
         })
     }
 
@@ -234,7 +243,16 @@ impl Store {
             .map_err(|e| StoreError::db("connecting to PostgreSQL", e))?;
         Ok(Store {
             backend: Backend::Postgres(pool),
+            group: Arc::new(group_commit::GroupCommit::new(
+                BackendKind::Postgres,
+                opts.group_commit_lanes,
+            )),
         })
+    }
+
+    /// What the group committers of the callback writes have done so far.
+    pub fn group_commit_stats(&self) -> group_commit::GroupCommitStats {
+        self.group.stats()
     }
 
     pub fn kind(&self) -> BackendKind {

@@ -8,6 +8,11 @@
 //! order already paid) and changes nothing; the journal's unique `(kind, reference)` is the last
 //! line of defence. [`Store::apply_refund`] does the same for a refund (journal `refund` /
 //! refund number), reversing the payment with new rows (negative allocations), never edits.
+//!
+//! Those two and [`Store::record_payment_event`] — the writes of a callback — are group
+//! committed ([`super::group_commit`]): each runs in its own savepoint of a transaction shared
+//! with the callbacks that arrived meanwhile, and answers only once that transaction committed.
+//! Their work is written once, for both backends, with `on_each_backend!` at the end of this file.
 
 use std::collections::HashMap;
 
@@ -15,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::bills::{allocate_payment_in_tx, insert_allocations_in_tx, PaymentAllocation};
+use super::group_commit::{EventWrite, Job, PaymentWrite, RefundWrite};
 use super::ledger::post_entry_in_tx;
 use super::{in_tx, on_read, on_write, Store, StoreError};
 use crate::domain::late_fee::Share;
@@ -555,193 +561,23 @@ impl Store {
     }
 
     /// Apply a confirmed payment exactly once (see the module docs).
+    ///
+    /// A paid order takes eleven statements: lock the order (reading, in the same statement,
+    /// whether this gateway event is stored already), release its bills, lock the account (with
+    /// its allocation settings), read its bills, write the allocations, the ledger accounts, the
+    /// journal lines and the entry, one `UPDATE` of the order (status, transaction, amount,
+    /// credit), the receipt and the event.
     pub async fn apply_payment(&self, p: &ApplyPayment<'_>) -> Result<PaymentApplied, StoreError> {
-        let what = "applying a payment";
-        in_tx!(self, what, |tx| 'body: {
-            if let Some(ev) = &p.event {
-                if event_seen_in_tx!(tx, p.channel, p.merchant_id, ev.event_id) {
-                    break 'body Ok(PaymentApplied::DuplicateEvent);
-                }
-            }
-            // Locks the order row (both backends) so copies of one payment apply one at a time.
-            let row: Option<(i64, i64, String, i64, String, String)> = sqlx::query_as(
-                "UPDATE payment_orders SET query_attempts = query_attempts WHERE order_no = $1 \
-                 RETURNING id, account_id, status, amount_fen, channel, merchant_id",
-            )
-            .bind(p.order_no)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(what, e))?;
-            let Some((order_id, account_id, status, amount_fen, channel, merchant_id)) = row else {
-                if let Some(ev) = &p.event {
-                    let _ = insert_event_in_tx!(
-                        tx,
-                        p.channel,
-                        p.merchant_id,
-                        ev,
-                        p.order_no,
-                        None,
-                        "unknown_order",
-                        p.now
-                    );
-                }
-                insert_flag_in_tx!(
-                    tx,
-                    "unknown_order",
-                    p.channel,
-                    p.merchant_id,
-                    Some(p.order_no),
-                    format!(
-                        "a payment of {} for an order we do not have (gateway transaction {})",
-                        Fen::new(p.amount_fen),
-                        p.gateway_txn_id
-                    ),
-                    p.now
-                );
-                break 'body Ok(PaymentApplied::UnknownOrder);
-            };
-            let mismatch = if channel != p.channel
-                || merchant_id != p.merchant_id
-                || p.reported_merchant_id != merchant_id
-            {
-                Some((
-                    "merchant_mismatch",
-                    format!(
-                        "the payment names {} merchant {:?} (notified at {:?}) but the order belongs to {channel} merchant {merchant_id:?}",
-                        p.channel, p.reported_merchant_id, p.merchant_id
-                    ),
-                ))
-            } else if p.amount_fen != amount_fen {
-                Some((
-                    "amount_mismatch",
-                    format!(
-                        "the gateway reports {} paid but the order is for {}",
-                        Fen::new(p.amount_fen),
-                        Fen::new(amount_fen)
-                    ),
-                ))
-            } else {
-                None
-            };
-            if let Some((kind, detail)) = mismatch {
-                if let Some(ev) = &p.event {
-                    let _ = insert_event_in_tx!(tx, p.channel, p.merchant_id, ev, p.order_no, None, kind, p.now);
-                }
-                insert_flag_in_tx!(
-                    tx,
-                    kind,
-                    p.channel,
-                    p.merchant_id,
-                    Some(p.order_no),
-                    detail.clone(),
-                    p.now
-                );
-                break 'body Ok(PaymentApplied::Mismatch { reason: detail });
-            }
-            if status == "paid" {
-                if let Some(ev) = &p.event {
-                    let _ = insert_event_in_tx!(
-                        tx,
-                        p.channel,
-                        p.merchant_id,
-                        ev,
-                        p.order_no,
-                        None,
-                        "already_applied",
-                        p.now
-                    );
-                }
-                break 'body Ok(PaymentApplied::AlreadyApplied);
-            }
-            let after_close = status == "closed";
-            sqlx::query(
-                "UPDATE payment_orders SET status = 'paid', gateway_txn_id = $1, paid_amount_fen = $2, paid_at = $3, \
-                 next_query_at = NULL, updated_at = $4 WHERE id = $5",
-            )
-            .bind(p.gateway_txn_id)
-            .bind(p.amount_fen)
-            .bind(p.paid_at)
-            .bind(p.now)
-            .bind(order_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db("marking an order paid", e))?;
-            if !after_close {
-                sqlx::query("DELETE FROM payment_bill_locks WHERE order_id = $1")
-                    .bind(order_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::db("releasing a paid order's bills", e))?;
-            }
-            let clearing = clearing_account(&channel, &merchant_id)?;
-            let allocation = allocate_payment_in_tx!(
-                kind = "payment.apply",
-                tx,
-                account_id,
-                Fen::new(p.amount_fen),
-                p.order_no,
-                &clearing,
-                p.paid_at
-            );
-            let bills_json = serde_json::to_string(
-                &allocation
-                    .bills
-                    .iter()
-                    .map(|s| {
-                        serde_json::json!({"bill_id": s.bill_id, "principal_fen": s.principal.get(), "late_fee_fen": s.late_fee.get()})
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or_else(|_| "[]".into());
-            sqlx::query("UPDATE payment_orders SET to_credit_fen = $1 WHERE id = $2")
-                .bind(allocation.to_credit_fen)
-                .bind(order_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db("recording a payment's credit", e))?;
-            sqlx::query(
-                "INSERT INTO payment_receipts (receipt_no, order_id, account_id, amount_fen, channel, gateway_txn_id, bills, \
-                 to_credit_fen, paid_at, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(receipt_no(p.order_no))
-            .bind(order_id)
-            .bind(account_id)
-            .bind(p.amount_fen)
-            .bind(p.channel)
-            .bind(p.gateway_txn_id)
-            .bind(bills_json)
-            .bind(allocation.to_credit_fen)
-            .bind(p.paid_at)
-            .bind(p.now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db("writing a receipt", e))?;
-            if after_close {
-                insert_flag_in_tx!(
-                    tx,
-                    "paid_after_close",
-                    p.channel,
-                    p.merchant_id,
-                    Some(p.order_no),
-                    format!(
-                        "{} arrived for an order we had closed; applied (gateway transaction {})",
-                        Fen::new(p.amount_fen),
-                        p.gateway_txn_id
-                    ),
-                    p.now
-                );
-            }
-            if let Some(ev) = &p.event {
-                let _ = insert_event_in_tx!(tx, p.channel, p.merchant_id, ev, p.order_no, None, "applied", p.now);
-            }
-            Ok::<_, StoreError>(PaymentApplied::Applied {
-                allocation,
-                after_close,
+        let w = PaymentWrite::of(p);
+        self.group
+            .submit(&self.backend, p.order_no, "applying a payment", |done| {
+                Job::Payment(w, done)
             })
-        })
+            .await
     }
 
     /// Store a verified event that changes nothing (a notification of a non-final state), once.
+    /// False when this gateway event was stored before.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_payment_event(
         &self,
@@ -753,10 +589,12 @@ impl Store {
         outcome: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        in_tx!(self, "storing a gateway event", |tx| {
-            let fresh = insert_event_in_tx!(tx, channel, merchant_id, ev, order_no, refund_no, outcome, now);
-            Ok::<_, StoreError>(fresh)
-        })
+        let w = EventWrite::of(channel, merchant_id, order_no, refund_no, ev, outcome, now);
+        self.group
+            .submit(&self.backend, order_no, "storing a gateway event", |done| {
+                Job::Event(w, done)
+            })
+            .await
     }
 
     /// Log a callback that was not accepted, with its reason (a digest and a bounded prefix of
@@ -1129,8 +967,288 @@ impl Store {
     /// settled (its credit part first, then its bills, newest bill first, late fee before
     /// principal), one `refund` entry credits the clearing account.
     pub async fn apply_refund(&self, r: &ApplyRefund<'_>) -> Result<RefundApplied, StoreError> {
+        let w = RefundWrite::of(r);
+        self.group
+            .submit(&self.backend, r.order_no, "applying a refund", |done| {
+                Job::Refund(w, done)
+            })
+            .await
+    }
+
+    // --- receipts ----------------------------------------------------------------------------
+
+    pub async fn receipt(&self, receipt_no: &str) -> Result<Option<ReceiptRow>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, ReceiptRow>(
+                "SELECT r.receipt_no, o.order_no, r.account_id, a.code AS account_code, r.amount_fen, r.channel, o.merchant_id, \
+                 r.gateway_txn_id, r.bills, r.to_credit_fen, o.refunded_fen, r.paid_at, r.issued_at FROM payment_receipts r \
+                 JOIN payment_orders o ON o.id = r.order_id JOIN accounts a ON a.id = r.account_id WHERE r.receipt_no = $1",
+            )
+            .bind(receipt_no)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| StoreError::db("reading a receipt", e))
+        })
+    }
+
+    pub async fn account_receipts(&self, account_id: i64) -> Result<Vec<ReceiptRow>, StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, ReceiptRow>(
+                "SELECT r.receipt_no, o.order_no, r.account_id, a.code AS account_code, r.amount_fen, r.channel, o.merchant_id, \
+                 r.gateway_txn_id, r.bills, r.to_credit_fen, o.refunded_fen, r.paid_at, r.issued_at FROM payment_receipts r \
+                 JOIN payment_orders o ON o.id = r.order_id JOIN accounts a ON a.id = r.account_id WHERE r.account_id = $1 \
+                 ORDER BY r.paid_at DESC",
+            )
+            .bind(account_id)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::db("listing an account's receipts", e))
+        })
+    }
+
+    /// Counts for tests and the demo: `(payment.apply entries, receipts, events)`.
+    pub async fn payment_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        on_read!(self, |pool| {
+            sqlx::query_as::<_, (i64, i64, i64)>(
+                "SELECT (SELECT COUNT(*) FROM journal_entries WHERE kind = 'payment.apply'), \
+                 (SELECT COUNT(*) FROM payment_receipts), (SELECT COUNT(*) FROM payment_events)",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(|e| StoreError::db("counting payments", e))
+        })
+    }
+}
+
+// --- the callback writes' work, per backend (run by the group committer) ---------------------
+
+/// Define one function per backend from one body: the first takes a `&mut SqliteConnection`,
+/// the second a `&mut PgConnection` — a transaction or savepoint the caller opened (the group
+/// committer, [`super::group_commit`]). Each arm type-checks against its own driver, as
+/// [`in_tx!`] does.
+macro_rules! on_each_backend {
+    ($(#[$m:meta])* fn $sqlite:ident, $pg:ident ($tx:ident $(, $arg:ident: $ty:ty)*) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        pub(crate) async fn $sqlite($tx: &mut sqlx::SqliteConnection $(, $arg: $ty)*) -> $ret $body
+        $(#[$m])*
+        pub(crate) async fn $pg($tx: &mut sqlx::PgConnection $(, $arg: $ty)*) -> $ret $body
+    };
+}
+
+on_each_backend! {
+    /// The work of [`Store::apply_payment`], in a transaction or savepoint the caller opened.
+    fn apply_payment_sqlite, apply_payment_postgres(tx, p: &ApplyPayment<'_>) -> Result<PaymentApplied, StoreError> {
+        let what = "applying a payment";
+        'body: {
+            // Locks the order row (both backends) so copies of one payment apply one at a time,
+            // and says whether this very event was stored before (then nothing is done).
+            let row: Option<(i64, i64, String, i64, String, String, i64)> = sqlx::query_as(
+                "UPDATE payment_orders SET query_attempts = query_attempts WHERE order_no = $1 \
+                 RETURNING id, account_id, status, amount_fen, channel, merchant_id, \
+                 (SELECT COUNT(*) FROM payment_events e WHERE e.channel = $2 AND e.merchant_id = $3 AND e.event_id = $4)",
+            )
+            .bind(p.order_no)
+            .bind(p.channel)
+            .bind(p.merchant_id)
+            .bind(p.event.as_ref().map(|ev| ev.event_id))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(what, e))?;
+            let Some((order_id, account_id, status, amount_fen, channel, merchant_id, seen)) = row else {
+                if let Some(ev) = &p.event {
+                    // Stored once: a copy finds the row and is a duplicate (no second flag).
+                    if !insert_event_in_tx!(
+                        tx,
+                        p.channel,
+                        p.merchant_id,
+                        ev,
+                        p.order_no,
+                        None,
+                        "unknown_order",
+                        p.now
+                    ) {
+                        break 'body Ok(PaymentApplied::DuplicateEvent);
+                    }
+                }
+                insert_flag_in_tx!(
+                    tx,
+                    "unknown_order",
+                    p.channel,
+                    p.merchant_id,
+                    Some(p.order_no),
+                    format!(
+                        "a payment of {} for an order we do not have (gateway transaction {})",
+                        Fen::new(p.amount_fen),
+                        p.gateway_txn_id
+                    ),
+                    p.now
+                );
+                break 'body Ok(PaymentApplied::UnknownOrder);
+            };
+            if seen > 0 {
+                break 'body Ok(PaymentApplied::DuplicateEvent);
+            }
+            let mismatch = if channel != p.channel
+                || merchant_id != p.merchant_id
+                || p.reported_merchant_id != merchant_id
+            {
+                Some((
+                    "merchant_mismatch",
+                    format!(
+                        "the payment names {} merchant {:?} (notified at {:?}) but the order belongs to {channel} merchant {merchant_id:?}",
+                        p.channel, p.reported_merchant_id, p.merchant_id
+                    ),
+                ))
+            } else if p.amount_fen != amount_fen {
+                Some((
+                    "amount_mismatch",
+                    format!(
+                        "the gateway reports {} paid but the order is for {}",
+                        Fen::new(p.amount_fen),
+                        Fen::new(amount_fen)
+                    ),
+                ))
+            } else {
+                None
+            };
+            if let Some((kind, detail)) = mismatch {
+                if let Some(ev) = &p.event {
+                    let _ = insert_event_in_tx!(tx, p.channel, p.merchant_id, ev, p.order_no, None, kind, p.now);
+                }
+                insert_flag_in_tx!(
+                    tx,
+                    kind,
+                    p.channel,
+                    p.merchant_id,
+                    Some(p.order_no),
+                    detail.clone(),
+                    p.now
+                );
+                break 'body Ok(PaymentApplied::Mismatch { reason: detail });
+            }
+            if status == "paid" {
+                if let Some(ev) = &p.event {
+                    let _ = insert_event_in_tx!(
+                        tx,
+                        p.channel,
+                        p.merchant_id,
+                        ev,
+                        p.order_no,
+                        None,
+                        "already_applied",
+                        p.now
+                    );
+                }
+                break 'body Ok(PaymentApplied::AlreadyApplied);
+            }
+            let after_close = status == "closed";
+            if !after_close {
+                sqlx::query("DELETE FROM payment_bill_locks WHERE order_id = $1")
+                    .bind(order_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db("releasing a paid order's bills", e))?;
+            }
+            let clearing = clearing_account(&channel, &merchant_id)?;
+            let allocation = allocate_payment_in_tx!(
+                kind = "payment.apply",
+                tx,
+                account_id,
+                Fen::new(p.amount_fen),
+                p.order_no,
+                &clearing,
+                p.paid_at
+            );
+            // The order row is locked since the first statement: one UPDATE moves it to paid
+            // with what the allocation put to credit.
+            sqlx::query(
+                "UPDATE payment_orders SET status = 'paid', gateway_txn_id = $1, paid_amount_fen = $2, paid_at = $3, \
+                 to_credit_fen = $4, next_query_at = NULL, updated_at = $5 WHERE id = $6",
+            )
+            .bind(p.gateway_txn_id)
+            .bind(p.amount_fen)
+            .bind(p.paid_at)
+            .bind(allocation.to_credit_fen)
+            .bind(p.now)
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db("marking an order paid", e))?;
+            let bills_json = serde_json::to_string(
+                &allocation
+                    .bills
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({"bill_id": s.bill_id, "principal_fen": s.principal.get(), "late_fee_fen": s.late_fee.get()})
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_else(|_| "[]".into());
+            sqlx::query(
+                "INSERT INTO payment_receipts (receipt_no, order_id, account_id, amount_fen, channel, gateway_txn_id, bills, \
+                 to_credit_fen, paid_at, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(receipt_no(p.order_no))
+            .bind(order_id)
+            .bind(account_id)
+            .bind(p.amount_fen)
+            .bind(p.channel)
+            .bind(p.gateway_txn_id)
+            .bind(bills_json)
+            .bind(allocation.to_credit_fen)
+            .bind(p.paid_at)
+            .bind(p.now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db("writing a receipt", e))?;
+            if after_close {
+                insert_flag_in_tx!(
+                    tx,
+                    "paid_after_close",
+                    p.channel,
+                    p.merchant_id,
+                    Some(p.order_no),
+                    format!(
+                        "{} arrived for an order we had closed; applied (gateway transaction {})",
+                        Fen::new(p.amount_fen),
+                        p.gateway_txn_id
+                    ),
+                    p.now
+                );
+            }
+            if let Some(ev) = &p.event {
+                let _ = insert_event_in_tx!(tx, p.channel, p.merchant_id, ev, p.order_no, None, "applied", p.now);
+            }
+            Ok::<_, StoreError>(PaymentApplied::Applied {
+                allocation,
+                after_close,
+            })
+        }
+    }
+}
+
+on_each_backend! {
+    /// The work of [`Store::record_payment_event`], in a transaction or savepoint the caller opened.
+    fn record_event_sqlite, record_event_postgres(tx, w: &EventWrite) -> Result<bool, StoreError> {
+        let fresh = insert_event_in_tx!(
+            tx,
+            &w.channel,
+            &w.merchant_id,
+            &w.record(),
+            &w.order_no,
+            w.refund_no.as_deref(),
+            &w.outcome,
+            w.now
+        );
+        Ok(fresh)
+    }
+}
+
+on_each_backend! {
+    /// The work of [`Store::apply_refund`], in a transaction or savepoint the caller opened.
+    fn apply_refund_sqlite, apply_refund_postgres(tx, r: &ApplyRefund<'_>) -> Result<RefundApplied, StoreError> {
         let what = "applying a refund";
-        in_tx!(self, what, |tx| 'body: {
+        'body: {
             if let Some(ev) = &r.event {
                 if event_seen_in_tx!(tx, r.channel, r.merchant_id, ev.event_id) {
                     break 'body Ok(RefundApplied::DuplicateEvent);
@@ -1429,50 +1547,6 @@ impl Store {
                 from_bills_fen: from_bills,
                 from_credit_fen: from_credit,
             })
-        })
-    }
-
-    // --- receipts ----------------------------------------------------------------------------
-
-    pub async fn receipt(&self, receipt_no: &str) -> Result<Option<ReceiptRow>, StoreError> {
-        on_read!(self, |pool| {
-            sqlx::query_as::<_, ReceiptRow>(
-                "SELECT r.receipt_no, o.order_no, r.account_id, a.code AS account_code, r.amount_fen, r.channel, o.merchant_id, \
-                 r.gateway_txn_id, r.bills, r.to_credit_fen, o.refunded_fen, r.paid_at, r.issued_at FROM payment_receipts r \
-                 JOIN payment_orders o ON o.id = r.order_id JOIN accounts a ON a.id = r.account_id WHERE r.receipt_no = $1",
-            )
-            .bind(receipt_no)
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| StoreError::db("reading a receipt", e))
-        })
-    }
-
-    pub async fn account_receipts(&self, account_id: i64) -> Result<Vec<ReceiptRow>, StoreError> {
-        on_read!(self, |pool| {
-            sqlx::query_as::<_, ReceiptRow>(
-                "SELECT r.receipt_no, o.order_no, r.account_id, a.code AS account_code, r.amount_fen, r.channel, o.merchant_id, \
-                 r.gateway_txn_id, r.bills, r.to_credit_fen, o.refunded_fen, r.paid_at, r.issued_at FROM payment_receipts r \
-                 JOIN payment_orders o ON o.id = r.order_id JOIN accounts a ON a.id = r.account_id WHERE r.account_id = $1 \
-                 ORDER BY r.paid_at DESC",
-            )
-            .bind(account_id)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| StoreError::db("listing an account's receipts", e))
-        })
-    }
-
-    /// Counts for tests and the demo: `(payment.apply entries, receipts, events)`.
-    pub async fn payment_counts(&self) -> Result<(i64, i64, i64), StoreError> {
-        on_read!(self, |pool| {
-            sqlx::query_as::<_, (i64, i64, i64)>(
-                "SELECT (SELECT COUNT(*) FROM journal_entries WHERE kind = 'payment.apply'), \
-                 (SELECT COUNT(*) FROM payment_receipts), (SELECT COUNT(*) FROM payment_events)",
-            )
-            .fetch_one(pool)
-            .await
-            .map_err(|e| StoreError::db("counting payments", e))
-        })
+        }
     }
 }

@@ -10,6 +10,7 @@ mod browser;
 mod browser_suite;
 mod email_suite;
 mod finance_browser_suite;
+mod group_commit_suite;
 mod helpers;
 mod jobs_suite;
 mod ledger_suite;
