@@ -472,7 +472,11 @@ fn a_lean_parse_keeps_line_numbers_and_the_lines_read_back_are_the_ones_parse_ke
     for (label, bytes, want_encoding) in [
         ("zip", zip.clone(), settlement::DetailEncoding::Gbk),
         ("bare GBK", gbk(&text), settlement::DetailEncoding::Gbk),
-        ("bare UTF-8", text.clone().into_bytes(), settlement::DetailEncoding::Utf8),
+        (
+            "bare UTF-8",
+            text.clone().into_bytes(),
+            settlement::DetailEncoding::Utf8,
+        ),
     ] {
         let full = settlement::parse(&bytes).unwrap();
         let (lean, encoding) = settlement::parse_lean(&bytes).unwrap();
@@ -509,7 +513,10 @@ fn a_lean_parse_keeps_line_numbers_and_the_lines_read_back_are_the_ones_parse_ke
             "{label}"
         );
         assert!(
-            matches!(settlement::original_lines(&bytes, encoding, &[10_000_000]), Err(SettlementError::BadRow { line: 10_000_000, .. })),
+            matches!(
+                settlement::original_lines(&bytes, encoding, &[10_000_000]),
+                Err(SettlementError::BadRow { line: 10_000_000, .. })
+            ),
             "{label}"
         );
         assert!(settlement::original_lines(&bytes, encoding, &[]).unwrap().is_empty());

@@ -339,7 +339,12 @@ pub fn match_day<'a>(
             None => out.file_only.push(row),
         }
     }
-    out.ledger_only = count.iter().enumerate().filter(|(_, n)| **n == 0).map(|(i, _)| i).collect();
+    out.ledger_only = count
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n == 0)
+        .map(|(i, _)| i)
+        .collect();
     out
 }
 

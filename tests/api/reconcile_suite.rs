@@ -368,7 +368,9 @@ async fn every_class_once_and_a_rerun_is_identical(channel: Channel) {
     let mut from_rows = 0;
     for it in &items {
         if it.file_amount_fen.is_some() {
-            let line = it.file_line.unwrap_or_else(|| panic!("{channel}: {} names no line", it.item_key));
+            let line = it
+                .file_line
+                .unwrap_or_else(|| panic!("{channel}: {} names no line", it.item_key));
             let want = row_text[&(line as u32)];
             assert!(!want.is_empty());
             assert_eq!(it.original_line.as_deref(), Some(want), "{channel}: {}", it.item_key);

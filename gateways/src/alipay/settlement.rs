@@ -208,6 +208,7 @@ pub enum DetailEncoding {
     Gbk,
 }
 
+#[allow(clippy::ptr_arg)] // the Cow is the point: borrowed means the bytes were UTF-8
 fn encoding_of(text: &Cow<'_, str>) -> DetailEncoding {
     match text {
         Cow::Borrowed(_) => DetailEncoding::Utf8,
@@ -296,7 +297,9 @@ pub fn original_lines(
             );
         }
     }
-    Err(SettlementError::Archive(format!("the zip holds no *_{DETAIL_SUFFIX} entry")))
+    Err(SettlementError::Archive(format!(
+        "the zip holds no *_{DETAIL_SUFFIX} entry"
+    )))
 }
 
 /// Read `wanted` (sorted, 1-based line numbers) out of a detail's bytes.
