@@ -994,7 +994,7 @@ fn read_back_lines(
     if lines.is_empty() {
         return Ok(());
     }
-    let mut text = meterpay_gateways::alipay::settlement::original_lines(bytes, encoding, &lines).map_err(|e| {
+    let text = meterpay_gateways::alipay::settlement::original_lines(bytes, encoding, &lines).map_err(|e| {
         ReconcileError::BadFile {
             channel,
             detail: format!("reading back the rows the run reports: {e}"),
@@ -1006,7 +1006,6 @@ fn read_back_lines(
             it.original_line = text.get(&line).cloned();
         }
     }
-    text.clear();
     Ok(())
 }
 

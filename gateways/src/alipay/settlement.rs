@@ -208,14 +208,6 @@ pub enum DetailEncoding {
     Gbk,
 }
 
-#[allow(clippy::ptr_arg)] // the Cow is the point: borrowed means the bytes were UTF-8
-fn encoding_of(text: &Cow<'_, str>) -> DetailEncoding {
-    match text {
-        Cow::Borrowed(_) => DetailEncoding::Utf8,
-        Cow::Owned(_) => DetailEncoding::Gbk,
-    }
-}
-
 fn entry_name(raw: &[u8]) -> String {
     match std::str::from_utf8(raw) {
         Ok(s) => s.to_string(),
@@ -476,8 +468,13 @@ fn parse_with(bytes: &[u8], keep_lines: bool) -> Result<(SettlementFile, DetailE
         )
     } else {
         let text = decode(bytes, "the detail file")?;
+        // `decode` borrows exactly when the bytes were UTF-8.
+        let encoding = match text {
+            Cow::Borrowed(_) => DetailEncoding::Utf8,
+            Cow::Owned(_) => DetailEncoding::Gbk,
+        };
         let (parts, sums) = parse_detail(&text, keep_lines)?;
-        (join(parts), sums, None, encoding_of(&text))
+        (join(parts), sums, None, encoding)
     };
     if let Some(s) = summary {
         check_summary(&s, &detail_sums)?;
