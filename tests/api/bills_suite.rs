@@ -141,6 +141,141 @@ async fn an_issued_bill_cannot_be_edited_in_the_database() {
     assert_eq!(s.bill_detail(b.id).await.unwrap().total_fen, 5000);
 }
 
+/// What a bill's rows refer to must exist and cannot be deleted from under them: each write
+/// below is refused by a foreign key on both backends, and the bill is unchanged afterwards.
+#[tokio::test]
+async fn bill_rows_must_refer_to_rows_that_exist_and_those_rows_are_kept() {
+    let db = TestDb::new().await;
+    let c = community(&db, "REF", TWO, FLAT).await;
+    let s = &db.store;
+    monthly(s, 2).await;
+    run(s, "REF", "2026-02", None, cst(2026, 3, 1, 9)).await;
+    let b = bill(s, &c, "A1", "2026-02").await;
+    let before = s.bill_detail(b.id).await.unwrap();
+    assert_eq!(before.readings.len(), 1);
+    let missing = 987_654_321i64;
+    let line = |bill: i64, tariff: &str| {
+        format!(
+            "INSERT INTO bill_lines (bill_id, line_no, kind, component, description, quantity_e4, unit_price_e6, amount_fen, tariff_version_id) \
+             VALUES ({bill}, 1, 'usage', 'energy', 'x', 10000, 500000, 50, {tariff})"
+        )
+    };
+    let draft = |account: String, run: &str, adjusts: &str| {
+        format!(
+            "INSERT INTO bills (community_id, account_id, period, kind, adjusts_bill_id, status, total_fen, due_date, run_id, created_at, created_by) \
+             VALUES ({}, {account}, '2031-01', {}, {adjusts}, 'draft', 50, '2031-02-01', {run}, '2031-01-01T00:00:00+00:00', 't')",
+            c.id,
+            if adjusts == "NULL" { "'regular'" } else { "'adjustment'" }
+        )
+    };
+    let refused_writes = [
+        ("a bill for a missing account", draft(missing.to_string(), "NULL", "NULL")),
+        ("a bill in a missing run", draft(b.account_id.to_string(), &missing.to_string(), "NULL")),
+        ("an adjustment of a missing bill", draft(b.account_id.to_string(), "NULL", &missing.to_string())),
+        ("a line of a missing bill", line(missing, "NULL")),
+        (
+            "a line priced by a missing tariff version",
+            format!("{}; {}", draft(b.account_id.to_string(), "NULL", "NULL"), line(0, &missing.to_string()))
+                .replace("VALUES (0,", "VALUES ((SELECT MAX(id) FROM bills),"),
+        ),
+        (
+            "readings of a missing bill",
+            format!(
+                "INSERT INTO bill_readings (bill_id, meter_id, utility, from_reading_id, to_reading_id, from_value_e4, to_value_e4, \
+                 from_at, to_at, from_kind, to_kind, multiplier_e4, usage_e4) \
+                 SELECT {missing}, meter_id, utility, from_reading_id, to_reading_id, from_value_e4, to_value_e4, from_at, to_at, \
+                 from_kind, to_kind, multiplier_e4, usage_e4 FROM bill_readings WHERE bill_id = {}",
+                b.id
+            ),
+        ),
+        (
+            "a missing closing reading",
+            format!(
+                "INSERT INTO bill_readings (bill_id, meter_id, utility, from_reading_id, to_reading_id, from_value_e4, to_value_e4, \
+                 from_at, to_at, from_kind, to_kind, multiplier_e4, usage_e4) \
+                 SELECT (SELECT id FROM bills WHERE account_id <> {a} AND period = '2026-02'), meter_id, utility, from_reading_id, \
+                 {missing}, from_value_e4, to_value_e4, from_at, to_at, from_kind, to_kind, multiplier_e4, usage_e4 \
+                 FROM bill_readings WHERE bill_id = {b}",
+                a = b.account_id,
+                b = b.id
+            ),
+        ),
+        (
+            "usage of a missing bill",
+            format!(
+                "INSERT INTO bill_usage (bill_id, community_id, account_id, utility, usage_period, quantity_e4) \
+                 VALUES ({missing}, {}, {}, 'electricity', '2031-01', 10000)",
+                c.id, b.account_id
+            ),
+        ),
+    ];
+    for (what, sql) in &refused_writes {
+        let err = s.execute_raw_sql_in_tx_for_tests(sql).await.unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("foreign key"), "{what}: {err}");
+    }
+    for (what, sql) in [
+        (
+            "the closing reading",
+            format!(
+                "DELETE FROM readings WHERE id IN (SELECT to_reading_id FROM bill_readings WHERE bill_id = {})",
+                b.id
+            ),
+        ),
+        (
+            "the meter",
+            format!(
+                "DELETE FROM meters WHERE id IN (SELECT meter_id FROM bill_readings WHERE bill_id = {})",
+                b.id
+            ),
+        ),
+        (
+            "the account",
+            format!("DELETE FROM accounts WHERE id = {}", b.account_id),
+        ),
+        (
+            "the tariff version",
+            format!(
+                "DELETE FROM tariff_versions WHERE id IN (SELECT tariff_version_id FROM bill_lines WHERE bill_id = {})",
+                b.id
+            ),
+        ),
+        (
+            "the bill run",
+            format!(
+                "DELETE FROM bill_runs WHERE id IN (SELECT run_id FROM bills WHERE id = {})",
+                b.id
+            ),
+        ),
+    ] {
+        let err = s.execute_raw_sql_for_tests(&sql).await.unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("foreign key"),
+            "deleting {what}: {err}"
+        );
+    }
+    let after = s.bill_detail(b.id).await.unwrap();
+    assert_eq!(
+        (
+            after.lines.len(),
+            after.readings.len(),
+            after.usage.len(),
+            after.total_fen
+        ),
+        (
+            before.lines.len(),
+            before.readings.len(),
+            before.usage.len(),
+            before.total_fen
+        )
+    );
+    assert_eq!(after.readings[0].to_reading_id, before.readings[0].to_reading_id);
+    assert_eq!(
+        s.list_bills(&Default::default()).await.unwrap().len(),
+        2,
+        "no bill was added"
+    );
+}
+
 #[tokio::test]
 async fn a_payment_settles_the_oldest_bill_first_and_puts_the_overpayment_to_credit() {
     let db = TestDb::new().await;
