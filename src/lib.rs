@@ -15,6 +15,14 @@
 //! - [`pages`]: the operator, resident and finance pages.
 //! - [`config`], [`startup`], [`telemetry`]: wiring.
 
+/// The process's allocator, for every binary built on this crate (the service, its tests and
+/// its benchmarks): mimalloc. A reconciliation builds millions of small strings on several
+/// threads and frees them in bulk; glibc's allocator kept ~150 MiB of that freed memory mapped
+/// (its mmap threshold grows after large frees), mimalloc gives it back and packs small
+/// strings tighter (24-byte classes, not 32).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod access;
 pub mod billing;
 pub mod config;

@@ -522,3 +522,67 @@ fn a_lean_parse_keeps_line_numbers_and_the_lines_read_back_are_the_ones_parse_ke
         assert!(settlement::original_lines(&bytes, encoding, &[]).unwrap().is_empty());
     }
 }
+
+/// The detail is read as a stream and cut into pieces at rows' starts: a quoted field holding a
+/// line break followed by `#` (which outside quotes would end the rows) never ends them nor
+/// splits a row, whichever piece it falls in; a UTF-8 detail whose characters straddle the
+/// reads parses to the same rows as its GBK form, from a bare file and from the zip.
+#[test]
+fn a_large_bill_read_as_a_stream_keeps_quoted_rows_whole_in_either_encoding() {
+    let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+    let mut written = rows(45_000);
+    for (i, w) in written.iter_mut().enumerate() {
+        if i % 11 == 3 {
+            w.remark = format!("3栋,\r\n#{i} 号\"室\"");
+        }
+    }
+    let text = write_detail("20880000000012340156", day, &written, t("2024-01-16 05:00:00"));
+    assert!(text.len() > 9 << 20, "{}", text.len());
+    let gbk_rows = settlement::parse(&gbk(&text)).unwrap().rows;
+    let utf8_rows = settlement::parse(text.as_bytes()).unwrap().rows;
+    let zip_rows = settlement::parse(&write_zip(
+        "20880000000012340156",
+        day,
+        &written,
+        t("2024-01-16 05:00:00"),
+    ))
+    .unwrap()
+    .rows;
+    assert_eq!(gbk_rows.len(), written.len());
+    assert_eq!(gbk_rows, utf8_rows);
+    assert_eq!(gbk_rows, zip_rows);
+    let mut line = gbk_rows[0].line;
+    for (i, (r, w)) in gbk_rows.iter().zip(&written).enumerate() {
+        assert_eq!(r.order_no, w.out_trade_no, "row {i}");
+        assert_eq!(r.line, line, "row {i}");
+        line += if w.remark.is_empty() { 1 } else { 2 };
+        if !w.remark.is_empty() {
+            assert!(
+                r.original_line.contains(&format!("3栋,\r\n#{i} 号")),
+                "row {i}: {}",
+                r.original_line
+            );
+        }
+    }
+}
+
+/// A UTF-8 detail that stops being UTF-8 further on is refused where it stops (it is not read
+/// again as GBK, which would turn its Chinese into other Chinese).
+#[test]
+fn a_utf8_detail_with_a_bad_byte_further_on_is_refused_at_that_byte() {
+    let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+    let text = write_detail("20880000000012340156", day, &rows(20_000), t("2024-01-16 05:00:00"));
+    let mut bytes = text.into_bytes();
+    assert!(bytes.len() > 3 << 20);
+    let at = bytes.len() / 2;
+    let at = at + bytes[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    bytes.insert(at, 0xFF);
+    match settlement::parse(&bytes).unwrap_err() {
+        SettlementError::Encoding { encoding, detail } => {
+            assert_eq!(encoding, "UTF-8");
+            assert!(detail.contains(&format!("byte offset {at} (line {line})")), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

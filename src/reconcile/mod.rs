@@ -315,13 +315,21 @@ impl Reconciler {
             Some(f) => f,
             None => (self.download(&req).await?, "download".to_string()),
         };
-        let (file, lean) = parse_checked(
-            req.channel,
-            &req.merchant_id,
-            req.bill_date,
-            &bytes,
-            self.config.alipay_accounts.get(&req.merchant_id).map(String::as_str),
-        )?;
+        // The file is parsed first, on a blocking thread (it is CPU work and uses every core),
+        // then the day's clearing entries are read. Reading both at once was tried: faster by
+        // about a second, but both halves' memory live at once went over 600 MiB.
+        let bytes = Arc::new(bytes);
+        let parse = {
+            let (bytes, merchant) = (bytes.clone(), req.merchant_id.clone());
+            let account = self.config.alipay_accounts.get(&req.merchant_id).cloned();
+            let (channel, day) = (req.channel, req.bill_date);
+            tokio::task::spawn_blocking(move || parse_checked(channel, &merchant, day, &bytes, account.as_deref()))
+        };
+        let parsed = parse.await.map_err(|e| ReconcileError::BadFile {
+            channel: req.channel,
+            detail: format!("the parse stopped: {e}"),
+        })?;
+        let (file, lean) = parsed?;
         let ledger = self
             .store
             .recon_clearing_day(req.channel, &req.merchant_id, req.bill_date)

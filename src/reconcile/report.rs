@@ -319,8 +319,12 @@ pub fn to_csv(r: &MorningReport) -> anyhow::Result<Vec<u8>> {
 
 /// The report as an XLSX workbook: sheets `Summary` and `Open items`.
 pub fn to_xlsx(r: &MorningReport) -> anyhow::Result<Vec<u8>> {
-    use rust_xlsxwriter::Workbook;
+    use rust_xlsxwriter::{DocProperties, ExcelDateTime, Workbook};
     let mut wb = Workbook::new();
+    // The workbook's creation time is the report's, not the clock's: the same report gives the
+    // same bytes however often (and in whichever second) it is exported or e-mailed.
+    let created = ExcelDateTime::from_timestamp(r.generated_at.timestamp())?;
+    wb.set_properties(&DocProperties::new().set_creation_datetime(&created));
     for (name, header, rows) in [
         ("Summary", &SUMMARY_HEADER[..], summary_rows(r)),
         ("Open items", &OPEN_HEADER[..], open_rows(r)),

@@ -188,18 +188,6 @@ fn decode<'a>(bytes: &'a [u8], what: &str) -> Result<Cow<'a, str>, SettlementErr
     }
 }
 
-/// [`decode`] of bytes the caller gives up: UTF-8 becomes the text without a copy (checked
-/// once); GBK is decoded and its bytes freed.
-fn decode_owned(mut bytes: Vec<u8>, what: &str) -> Result<(String, DetailEncoding), SettlementError> {
-    if bytes.starts_with(b"\xEF\xBB\xBF") {
-        bytes.drain(..3);
-    }
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok((text, DetailEncoding::Utf8)),
-        Err(not_utf8) => decode(not_utf8.as_bytes(), what).map(|t| (t.into_owned(), DetailEncoding::Gbk)),
-    }
-}
-
 /// How a detail's bytes were decoded: what [`original_lines`] needs to decode a line exactly
 /// as the parse did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,15 +203,13 @@ fn entry_name(raw: &[u8]) -> String {
     }
 }
 
-/// The detail and summary entries of a bill zip.
-fn unzip(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SettlementError> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| SettlementError::Archive(format!("not a readable zip ({e}); is the download truncated?")))?;
+/// The detail and summary entries of a bill zip: the detail's index and name, the summary's index.
+fn bill_entries(zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>) -> Result<(usize, String, usize), SettlementError> {
     let mut detail = None;
     let mut summary = None;
     for i in 0..zip.len() {
-        let mut f = zip
-            .by_index(i)
+        let f = zip
+            .by_index_raw(i)
             .map_err(|e| SettlementError::Archive(format!("entry {}: {e}", i + 1)))?;
         let name = entry_name(f.name_raw());
         let slot = if name.ends_with(SUMMARY_SUFFIX) || name.ends_with("业务明细（汇总）.csv") {
@@ -238,20 +224,30 @@ fn unzip(bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SettlementError> {
                 "the zip holds two entries like {name:?}"
             )));
         }
-        let mut buf = Vec::with_capacity(f.size().min(MAX_ENTRY_BYTES) as usize);
-        (&mut f)
-            .take(MAX_ENTRY_BYTES + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| SettlementError::Truncated(format!("entry {name:?} could not be decompressed: {e}")))?;
-        if buf.len() as u64 > MAX_ENTRY_BYTES {
-            return Err(SettlementError::Archive(format!("entry {name:?} is larger than 4 GiB")));
-        }
-        *slot = Some(buf);
+        *slot = Some((i, name));
     }
-    let detail = detail.ok_or_else(|| SettlementError::Archive(format!("the zip holds no *_{DETAIL_SUFFIX} entry")))?;
-    let summary =
+    let (detail, name) =
+        detail.ok_or_else(|| SettlementError::Archive(format!("the zip holds no *_{DETAIL_SUFFIX} entry")))?;
+    let (summary, _) =
         summary.ok_or_else(|| SettlementError::Archive(format!("the zip holds no *_{SUMMARY_SUFFIX} entry")))?;
-    Ok((detail, summary))
+    Ok((detail, name, summary))
+}
+
+/// The whole of a (small) zip entry, refusing one that inflates beyond [`MAX_ENTRY_BYTES`].
+fn read_entry(zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, index: usize) -> Result<Vec<u8>, SettlementError> {
+    let mut f = zip
+        .by_index(index)
+        .map_err(|e| SettlementError::Archive(format!("entry {}: {e}", index + 1)))?;
+    let name = entry_name(f.name_raw());
+    let mut buf = Vec::with_capacity(f.size().min(1 << 20) as usize);
+    (&mut f)
+        .take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| SettlementError::Truncated(format!("entry {name:?} could not be decompressed: {e}")))?;
+    if buf.len() as u64 > MAX_ENTRY_BYTES {
+        return Err(SettlementError::Archive(format!("entry {name:?} is larger than 4 GiB")));
+    }
+    Ok(buf)
 }
 
 /// The text of the rows that start on `lines` (1-based, as [`SettlementRow::line`] gives them)
@@ -452,33 +448,29 @@ pub fn parse_lean(bytes: &[u8]) -> Result<(SettlementFile, DetailEncoding), Sett
 
 fn parse_with(bytes: &[u8], keep_lines: bool) -> Result<(SettlementFile, DetailEncoding), SettlementError> {
     let file_sha256 = sha256_hex(bytes);
-    let (rows, detail_sums, summary, encoding) = if is_zip(bytes) {
-        let (detail, summary) = unzip(bytes)?;
-        // The detail's bytes go as soon as its text is had: a million-row file is a few hundred
-        // megabytes either way, and holding both beside the rows doubled the peak.
-        let (text, encoding) = decode_owned(detail, "the detail file")?;
-        let (parts, sums) = parse_detail(&text, keep_lines)?;
-        // And the text goes before the chunks' rows are joined.
-        drop(text);
-        (
-            join(parts),
-            sums,
-            Some(parse_summary(&decode(&summary, "the summary file")?)?),
-            encoding,
-        )
+    let (rows, encoding) = if is_zip(bytes) {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| SettlementError::Archive(format!("not a readable zip ({e}); is the download truncated?")))?;
+        let (detail_at, detail_name, summary_at) = bill_entries(&mut zip)?;
+        let summary = read_entry(&mut zip, summary_at)?;
+        // The detail is inflated, decoded and read as a stream: a million-row day is a few
+        // hundred megabytes of bytes and as much again of text, and neither is held whole.
+        let entry = zip
+            .by_index(detail_at)
+            .map_err(|e| SettlementError::Archive(format!("entry {}: {e}", detail_at + 1)))?;
+        let mut src = DetailSource::new(entry, format!("entry {detail_name:?}"));
+        let (parts, sums) = parse_detail(&mut src, keep_lines)?;
+        let encoding = src.encoding();
+        drop(src);
+        let summary = parse_summary(&decode(&summary, "the summary file")?)?;
+        check_summary(&summary, &sums)?;
+        (join(parts), encoding)
     } else {
-        let text = decode(bytes, "the detail file")?;
-        // `decode` borrows exactly when the bytes were UTF-8.
-        let encoding = match text {
-            Cow::Borrowed(_) => DetailEncoding::Utf8,
-            Cow::Owned(_) => DetailEncoding::Gbk,
-        };
-        let (parts, sums) = parse_detail(&text, keep_lines)?;
-        (join(parts), sums, None, encoding)
+        let mut src = DetailSource::new(bytes, "the detail file".to_string());
+        let (parts, _) = parse_detail(&mut src, keep_lines)?;
+        let encoding = src.encoding();
+        (join(parts), encoding)
     };
-    if let Some(s) = summary {
-        check_summary(&s, &detail_sums)?;
-    }
     let totals = SettlementTotals::of(&rows);
     Ok((
         SettlementFile {
@@ -540,15 +532,199 @@ fn join(parts: Vec<Vec<SettlementRow>>) -> Vec<SettlementRow> {
     rows
 }
 
-/// The detail's rows, as read chunk by chunk (see [`join`]), and their sums.
-fn parse_detail(text: &str, keep_lines: bool) -> Result<(Vec<Vec<SettlementRow>>, DetailSums), SettlementError> {
-    // 1. The preamble, up to the line that opens the list.
+// --- the detail, read as a stream ------------------------------------------------------------
+
+/// Bytes read from the detail at a time.
+const READ_BYTES: usize = 1 << 20;
+/// Text handed to a reader thread at a time (cut at a row's start).
+const PIECE_BYTES: usize = 4 << 20;
+/// The preamble and header must lie within this much text (Alipay's preamble is five lines).
+const PREAMBLE_BYTES: usize = 64 << 10;
+
+/// What a detail's text has shown itself to be so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Only ASCII yet: UTF-8 and GBK read it alike.
+    Ascii,
+    Utf8,
+    Gbk,
+}
+
+/// A detail's bytes (a zip entry being inflated, or a bare file) read and decoded a block at a
+/// time, so that neither its bytes nor its whole text are ever held. UTF-8 when its text is
+/// UTF-8 (a BOM is dropped), otherwise GBK (as GB18030, its superset), refusing bytes that are
+/// neither. The choice is made on the first block with non-ASCII bytes in it (a preamble line of
+/// Chinese, in Alipay's files): GBK text is not valid UTF-8 for long, so a block that is holds
+/// UTF-8, and a UTF-8 file that stops being UTF-8 further on is refused where it stops.
+struct DetailSource<R> {
+    src: R,
+    /// The detail, for errors: `the detail file` or `entry "…"`.
+    what: String,
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` read but not yet decoded (an incomplete UTF-8 character).
+    held: usize,
+    seen: Seen,
+    gbk: encoding_rs::Decoder,
+    started: bool,
+    done: bool,
+    /// Bytes read, bytes decoded (after a BOM), and the newlines among those decoded.
+    read: u64,
+    decoded: usize,
+    newlines: usize,
+}
+
+impl<R: Read> DetailSource<R> {
+    fn new(src: R, what: String) -> Self {
+        DetailSource {
+            src,
+            what,
+            buf: Vec::new(),
+            held: 0,
+            seen: Seen::Ascii,
+            gbk: encoding_rs::GB18030.new_decoder_without_bom_handling(),
+            started: false,
+            done: false,
+            read: 0,
+            decoded: 0,
+            newlines: 0,
+        }
+    }
+
+    fn encoding(&self) -> DetailEncoding {
+        match self.seen {
+            Seen::Gbk => DetailEncoding::Gbk,
+            Seen::Ascii | Seen::Utf8 => DetailEncoding::Utf8,
+        }
+    }
+
+    /// Read and decode the next block onto `out`. `false` once the input is exhausted (what
+    /// this call decoded is on `out` all the same).
+    fn fill(&mut self, out: &mut String) -> Result<bool, SettlementError> {
+        if self.done {
+            return Ok(false);
+        }
+        if self.buf.len() < self.held + READ_BYTES {
+            self.buf.resize(self.held + READ_BYTES, 0);
+        }
+        let n = loop {
+            match self.src.read(&mut self.buf[self.held..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(SettlementError::Truncated(format!(
+                        "{} could not be decompressed: {e}",
+                        self.what
+                    )))
+                }
+            }
+        };
+        self.read += n as u64;
+        if self.read > MAX_ENTRY_BYTES {
+            return Err(SettlementError::Archive(format!("{} is larger than 4 GiB", self.what)));
+        }
+        let last = n == 0;
+        let len = self.held + n;
+        let mut start = 0;
+        if !self.started {
+            if len < 3 && !last {
+                self.held = len;
+                return Ok(true);
+            }
+            self.started = true;
+            if self.buf[..len].starts_with(b"\xEF\xBB\xBF") {
+                start = 3;
+                self.seen = Seen::Utf8;
+            }
+        }
+        let used = self.decode(start, len, last, out)?;
+        let input = &self.buf[start..start + used];
+        self.newlines += memchr::memchr_iter(b'\n', input).count();
+        self.decoded += used;
+        self.buf.copy_within(start + used..len, 0);
+        self.held = len - start - used;
+        if last {
+            self.done = true;
+        }
+        Ok(!last)
+    }
+
+    /// Decode `buf[start..end]` onto `out`; the bytes used (all but an incomplete UTF-8
+    /// character at the end, unless `last`).
+    fn decode(&mut self, start: usize, end: usize, last: bool, out: &mut String) -> Result<usize, SettlementError> {
+        let input = &self.buf[start..end];
+        if self.seen != Seen::Gbk {
+            match std::str::from_utf8(input) {
+                Ok(s) => {
+                    if !s.is_ascii() {
+                        self.seen = Seen::Utf8;
+                    }
+                    out.push_str(s);
+                    return Ok(input.len());
+                }
+                Err(e) if e.error_len().is_none() && !last => {
+                    let s = std::str::from_utf8(&input[..e.valid_up_to()]).unwrap_or_default();
+                    if !s.is_ascii() {
+                        self.seen = Seen::Utf8;
+                    }
+                    out.push_str(s);
+                    return Ok(s.len());
+                }
+                Err(_) if self.seen == Seen::Ascii => self.seen = Seen::Gbk,
+                Err(e) => {
+                    let offset = e.valid_up_to();
+                    return Err(SettlementError::Encoding {
+                        encoding: "UTF-8",
+                        detail: format!(
+                            "{}: byte offset {} (line {}) is not UTF-8, though the text before it is",
+                            self.what,
+                            self.decoded + offset,
+                            self.newlines + memchr::memchr_iter(b'\n', &input[..offset]).count() + 1
+                        ),
+                    });
+                }
+            }
+        }
+        out.reserve(input.len() + input.len() / 2 + 16);
+        let mut used = 0;
+        loop {
+            let (result, read) = self.gbk.decode_to_string_without_replacement(&input[used..], out, last);
+            used += read;
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => return Ok(input.len()),
+                // Room ran out (GBK can grow up to threefold in UTF-8): make more and go on.
+                encoding_rs::DecoderResult::OutputFull => out.reserve((input.len() - used) * 3 + 16),
+                encoding_rs::DecoderResult::Malformed(bad, _) => {
+                    let offset = used.saturating_sub(bad as usize);
+                    return Err(SettlementError::Encoding {
+                        encoding: "GBK",
+                        detail: format!(
+                            "{}: byte offset {} (line {}) is neither UTF-8 nor GBK",
+                            self.what,
+                            self.decoded + offset,
+                            self.newlines + memchr::memchr_iter(b'\n', &input[..offset]).count() + 1
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Where the list begins: the header's line number, the offset of the first data line in
+/// `text`, and the columns. `text` holds whole lines only unless `all` (the input has ended);
+/// `None` while more text is needed.
+fn find_header(text: &str, all: bool) -> Result<Option<(usize, usize, DetailCols)>, SettlementError> {
     let mut lines = lines_with_offsets(text).enumerate();
     let mut header = None;
+    let mut marker = false;
     for (i, (_, line)) in lines.by_ref() {
         if line.starts_with('#') && line.contains("业务明细列表") && !line.contains("结束") {
+            marker = true;
             header = lines.next().map(|(j, (off, l))| (j + 1, off, l));
             if header.is_none() {
+                if !all {
+                    return Ok(None);
+                }
                 return Err(SettlementError::Truncated(format!(
                     "the file ends after line {} without a header",
                     i + 1
@@ -558,6 +734,9 @@ fn parse_detail(text: &str, keep_lines: bool) -> Result<(Vec<Vec<SettlementRow>>
         }
     }
     let Some((header_line, header_off, header_text)) = header else {
+        if !marker && !all && text.len() < PREAMBLE_BYTES {
+            return Ok(None);
+        }
         return Err(bad(
             1,
             "not an Alipay 业务明细 (trade detail) file: no #…业务明细列表… line",
@@ -585,43 +764,81 @@ fn parse_detail(text: &str, keep_lines: bool) -> Result<(Vec<Vec<SettlementRow>>
         discount: col(&DETAIL_COLUMNS, &at, D_MERCHANT_DISCOUNT),
         width: header_record.len(),
     };
-
-    // 2. The data rows, one per line, run to the first line starting with '#'. A line without
-    // quotes is split on commas (what a CSV reader does with it, only faster); a line with
-    // quotes goes through the csv crate, with the lines after it while its quotes are open.
-    let after_header = &text[header_off + header_text.len()..];
-    let rest = after_header
-        .strip_prefix("\r\n")
-        .or_else(|| after_header.strip_prefix('\n'))
-        .unwrap_or(after_header);
-    // Large files are cut into chunks at line starts outside quotes and read in parallel;
-    // the chunks' rows are joined in file order.
-    let bounds = chunk_bounds(rest, chunk_count(rest.len()));
-    let chunks: Vec<Result<Chunk, SettlementError>> = if bounds.len() <= 2 {
-        vec![read_rows(rest, &cols, keep_lines)]
+    let after = header_off + header_text.len();
+    let data = if text[after..].starts_with("\r\n") {
+        after + 2
+    } else if text[after..].starts_with('\n') {
+        after + 1
     } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = bounds
-                .windows(2)
-                .map(|w| {
-                    let (part, cols) = (&rest[w[0]..w[1]], &cols);
-                    scope.spawn(move || read_rows(part, cols, keep_lines))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(bad(0, "a reader thread failed"))))
-                .collect()
-        })
+        after
     };
-    let mut parts = Vec::with_capacity(chunks.len());
+    Ok(Some((header_line, data, cols)))
+}
+
+/// The detail's rows, as read piece by piece (see [`join`]), and their sums. The text is
+/// decoded on this thread and cut into pieces at rows' starts (never inside a quoted field);
+/// reader threads turn the pieces into rows while the next ones are decoded. The first line
+/// starting with `#` outside quotes ends the rows: it and everything after it is the footer.
+fn parse_detail<R: Read>(
+    src: &mut DetailSource<R>,
+    keep_lines: bool,
+) -> Result<(Vec<Vec<SettlementRow>>, DetailSums), SettlementError> {
+    // 1. The preamble, up to the line that opens the list, and the header.
+    let mut text = String::new();
+    let (more, (header_line, data, cols)) = loop {
+        let more = src.fill(&mut text)?;
+        let whole = if more {
+            memchr::memrchr(b'\n', text.as_bytes()).map_or(0, |i| i + 1)
+        } else {
+            text.len()
+        };
+        if let Some(found) = find_header(&text[..whole], !more)? {
+            break (more, found);
+        }
+    };
+    text.drain(..data);
+
+    // 2. The rows, in pieces, on reader threads.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let (to_readers, pieces) = std::sync::mpsc::sync_channel::<(usize, String)>(workers);
+    let pieces = std::sync::Mutex::new(pieces);
+    let (done, results) = std::sync::mpsc::channel::<(usize, Result<Chunk, SettlementError>)>();
+    let produced = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (pieces, done, cols) = (&pieces, done.clone(), &cols);
+            scope.spawn(move || loop {
+                let next = match pieces.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((i, piece)) = next else { return };
+                let chunk = read_rows(&piece, cols, keep_lines);
+                drop(piece);
+                if done.send((i, chunk)).is_err() {
+                    return;
+                }
+            });
+        }
+        let produced = cut_pieces(src, text, more, &to_readers);
+        drop(to_readers);
+        produced
+    });
+    drop(done);
+    let (count, footer) = produced?;
+    let mut chunks: Vec<Option<Result<Chunk, SettlementError>>> = (0..count).map(|_| None).collect();
+    for (i, chunk) in results.try_iter() {
+        chunks[i] = Some(chunk);
+    }
+
+    // 3. The pieces' rows in file order, numbered from the header.
+    let mut parts = Vec::with_capacity(count);
     let mut sums = DetailSums {
         fee: Some(0),
         ..DetailSums::default()
     };
     let mut lines_before = header_line;
-    let mut footer = None;
-    for (chunk, start) in chunks.into_iter().zip(&bounds) {
+    for chunk in chunks {
+        let chunk = chunk.unwrap_or_else(|| Err(bad(lines_before + 1, "a reader thread failed")));
         let mut chunk = chunk.map_err(|e| match e {
             SettlementError::BadRow { line, reason } => SettlementError::BadRow {
                 line: line + lines_before,
@@ -629,26 +846,105 @@ fn parse_detail(text: &str, keep_lines: bool) -> Result<(Vec<Vec<SettlementRow>>
             },
             other => other,
         })?;
-        // Rows were numbered from their chunk's start.
+        if let Some((line, _)) = chunk.footer {
+            // Pieces are cut before the first `#` line outside quotes; a reader finding one
+            // means the cut and the reader disagree about quotes.
+            return Err(bad(line + lines_before, "a line starting with '#' inside the rows"));
+        }
         let before = u32::try_from(lines_before).map_err(|_| bad(lines_before, "the file has too many lines"))?;
         for r in &mut chunk.rows {
             r.line += before;
         }
         parts.push(chunk.rows);
         sums.add(&chunk.sums);
-        if let Some((line, offset)) = chunk.footer {
-            footer = Some((line + lines_before, &rest[start + offset..]));
-            break;
-        }
         lines_before += chunk.lines;
     }
 
-    // 3. The footer: the end line, then the totals.
-    let (footer_line, footer) = footer.ok_or_else(|| {
+    // 4. The footer: the end line, then the totals.
+    let footer = footer.ok_or_else(|| {
         SettlementError::Truncated("the 业务明细列表结束 line and the totals after the rows are missing".into())
     })?;
-    check_footer(footer, footer_line, &sums)?;
+    check_footer(&footer, lines_before + 1, &sums)?;
     Ok((parts, sums))
+}
+
+/// Decode the data region (`text` holds its start) and send it to the readers in pieces of
+/// about [`PIECE_BYTES`], each ending where a row ends. Returns the number of pieces and the
+/// footer's text, from the first line starting with `#` outside quotes to the end.
+fn cut_pieces<R: Read>(
+    src: &mut DetailSource<R>,
+    mut text: String,
+    mut more: bool,
+    readers: &std::sync::mpsc::SyncSender<(usize, String)>,
+) -> Result<(usize, Option<String>), SettlementError> {
+    let mut count = 0;
+    let mut send = |piece: String| -> Result<(), SettlementError> {
+        readers
+            .send((count, piece))
+            .map_err(|_| bad(0, "a reader thread failed"))?;
+        count += 1;
+        Ok(())
+    };
+    // How far `text` has been looked at; whether the quotes before there are balanced; the
+    // last row start seen; whether `text[scanned]` starts a line.
+    let mut scanned = 0;
+    let mut even = true;
+    let mut cut = 0;
+    let mut line_start = true;
+    loop {
+        let b = text.as_bytes();
+        let mut footer_at = None;
+        if line_start && scanned < b.len() {
+            line_start = false;
+            if even && b[scanned] == b'#' {
+                footer_at = Some(scanned);
+            }
+        }
+        if footer_at.is_none() {
+            for i in memchr::memchr2_iter(b'"', b'\n', &b[scanned..]) {
+                let i = scanned + i;
+                if b[i] == b'"' {
+                    even = !even;
+                    continue;
+                }
+                if !even {
+                    continue;
+                }
+                cut = i + 1;
+                match b.get(i + 1) {
+                    Some(b'#') => {
+                        footer_at = Some(i + 1);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => line_start = true,
+                }
+            }
+            scanned = b.len();
+        }
+        if let Some(at) = footer_at {
+            let mut footer = text[at..].to_string();
+            text.truncate(at);
+            if !text.is_empty() {
+                send(text)?;
+            }
+            while src.fill(&mut footer)? {}
+            return Ok((count, Some(footer)));
+        }
+        if !more {
+            if !text.is_empty() {
+                send(text)?;
+            }
+            return Ok((count, None));
+        }
+        if cut >= PIECE_BYTES {
+            let rest = text.split_off(cut);
+            send(std::mem::replace(&mut text, rest))?;
+            scanned -= cut;
+            cut = 0;
+        }
+        more = src.fill(&mut text)?;
+    }
 }
 
 /// The rows of one chunk of the data region.
@@ -675,38 +971,6 @@ impl DetailSums {
             _ => None,
         };
     }
-}
-
-/// How many chunks to read a data region of `len` bytes in: one below 8 MB, else one per
-/// available core (at most 4).
-fn chunk_count(len: usize) -> usize {
-    if len < 8 << 20 {
-        return 1;
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-}
-
-/// Chunk boundaries (`0`, …, `text.len()`): each at the start of a line, and never inside a
-/// quoted field (a candidate with an odd number of quotes before it is skipped).
-fn chunk_bounds(text: &str, n: usize) -> Vec<usize> {
-    let b = text.as_bytes();
-    let mut bounds = vec![0];
-    let mut quotes = 0usize;
-    let mut counted = 0;
-    for k in 1..n {
-        let target = (text.len() * k / n).max(counted);
-        let Some(nl) = b[target..].iter().position(|&c| c == b'\n') else {
-            break;
-        };
-        let at = target + nl + 1;
-        quotes += b[counted..at].iter().filter(|&&c| c == b'"').count();
-        counted = at;
-        if quotes.is_multiple_of(2) && at < text.len() {
-            bounds.push(at);
-        }
-    }
-    bounds.push(text.len());
-    bounds
 }
 
 /// Read data rows, one per line, to the first line starting with '#'. A line without quotes is
