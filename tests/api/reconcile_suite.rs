@@ -926,3 +926,58 @@ fn smtp_server() -> (u16, Arc<Mutex<Vec<Received>>>) {
     });
     (port, inbox)
 }
+
+/// The day's clearing entries come back whole on both backends: on SQLite they are read in
+/// blocks of joined text, and a day holding a reference that text cannot carry (a line break) is read
+/// again row by row, that reference exact.
+#[tokio::test]
+async fn the_days_clearing_entries_are_read_whole_even_when_a_reference_holds_a_line_break() {
+    let db = TestDb::new().await;
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let clearing = meterpay::reconcile::clearing_account(Channel::Alipay, "2021000000000001");
+    let refs = ["W1", "W2", "W3\nX"];
+    let entries: Vec<_> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                "payment.apply".to_string(),
+                r.to_string(),
+                day,
+                clearing.clone(),
+                LedgerAccount::Receivable { account_id: 1 },
+                100 + i as i64,
+            )
+        })
+        .collect();
+    let now = Utc::now();
+    db.store.recon_bulk_post_for_bench(&entries[..2], now).await.unwrap();
+    let mut got: Vec<(String, i64)> = db
+        .store
+        .recon_clearing_day(Channel::Alipay, "2021000000000001", day)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.reference, e.amount_fen))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![("W1".to_string(), 100), ("W2".to_string(), 101)]);
+    db.store.recon_bulk_post_for_bench(&entries[2..], now).await.unwrap();
+    let mut got: Vec<(String, i64)> = db
+        .store
+        .recon_clearing_day(Channel::Alipay, "2021000000000001", day)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.reference, e.amount_fen))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("W1".to_string(), 100),
+            ("W2".to_string(), 101),
+            ("W3\nX".to_string(), 102)
+        ]
+    );
+}

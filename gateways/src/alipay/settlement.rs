@@ -716,10 +716,8 @@ impl<R: Read> DetailSource<R> {
 fn find_header(text: &str, all: bool) -> Result<Option<(usize, usize, DetailCols)>, SettlementError> {
     let mut lines = lines_with_offsets(text).enumerate();
     let mut header = None;
-    let mut marker = false;
     for (i, (_, line)) in lines.by_ref() {
         if line.starts_with('#') && line.contains("业务明细列表") && !line.contains("结束") {
-            marker = true;
             header = lines.next().map(|(j, (off, l))| (j + 1, off, l));
             if header.is_none() {
                 if !all {
@@ -734,7 +732,8 @@ fn find_header(text: &str, all: bool) -> Result<Option<(usize, usize, DetailCols
         }
     }
     let Some((header_line, header_off, header_text)) = header else {
-        if !marker && !all && text.len() < PREAMBLE_BYTES {
+        // (A marker without its header line has returned above.)
+        if !all && text.len() < PREAMBLE_BYTES {
             return Ok(None);
         }
         return Err(bad(
