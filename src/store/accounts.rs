@@ -10,6 +10,9 @@ use super::bills::ROWS;
 use super::directory::Meter;
 use super::{in_tx, Store, StoreError};
 use crate::billing::accounts_import::AccountRow;
+use crate::billing::readings::{
+    check, MeterFacts, MeterHistory, ParsedReading, PastReading, ReadingKind, RolloverRule, Verdict,
+};
 use crate::domain::Quantity;
 
 /// The outcome of one row.
@@ -364,30 +367,68 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| StoreError::db(what, e))?;
-            // Compared with the last real reading: an estimate may have run ahead of the meter.
-            let last_actual: Option<i64> = sqlx::query_scalar(
-                "SELECT value_e4 FROM readings WHERE meter_id = $1 AND status = 'valid' AND kind <> 'estimated' \
-                 ORDER BY read_at DESC LIMIT 1",
-            )
-            .bind(old.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(what, e))?;
             if r.final_value.is_some() && latest.is_some_and(|at| at >= read_at) {
                 return Err(refuse(format!(
                     "meter {} already has a reading at or after {read_at}",
                     old.meter_no
                 )));
             }
-            if let (Some(v), Some(last_v)) = (r.final_value, last_actual) {
-                // Lower than the last reading: a rollover if the wrapped usage is plausible
-                // (under a tenth of the register, as for readings without history).
-                let range = 10i64.pow(old.digit_count.clamp(1, 12) as u32) * 10_000;
-                if v.to_scaled() < last_v && range - last_v + v.to_scaled() > range / 10 {
-                    return Err(refuse(format!(
-                        "final reading {v} is below the meter's last reading {}",
-                        Quantity::from_scaled(last_v)
-                    )));
+            // The final reading is checked as any reading is (readings' rule): measured from the
+            // last real reading when estimates ran ahead, a fall accepted as a rollover when it
+            // is plausible for the meter's own history and the days elapsed.
+            let mut final_rollover = false;
+            if let Some(v) = r.final_value {
+                let recent: Vec<(DateTime<Utc>, i64, String, bool)> = sqlx::query_as(
+                    "SELECT read_at, value_e4, kind, rollover FROM readings WHERE meter_id = $1 AND status = 'valid' \
+                     ORDER BY read_at DESC LIMIT 13",
+                )
+                .bind(old.id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(what, e))?;
+                let last_actual: Option<(DateTime<Utc>, i64, String)> = sqlx::query_as(
+                    "SELECT read_at, value_e4, kind FROM readings WHERE meter_id = $1 AND status = 'valid' AND kind <> 'estimated' \
+                     ORDER BY read_at DESC LIMIT 1",
+                )
+                .bind(old.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(what, e))?;
+                let past = |at: DateTime<Utc>, v: i64, kind: &str, rollover: bool| PastReading {
+                    read_at: at,
+                    value: Quantity::from_scaled(v),
+                    kind: kind.parse().unwrap_or(ReadingKind::Actual),
+                    rollover,
+                };
+                let oldest_first: Vec<PastReading> = recent
+                    .iter()
+                    .rev()
+                    .map(|(at, v, k, ro)| past(*at, *v, k, *ro))
+                    .collect();
+                let mut history = MeterHistory::from_readings(&oldest_first);
+                history.last_actual = last_actual.map(|(at, v, k)| past(at, v, &k, false));
+                let facts = MeterFacts {
+                    id: old.id,
+                    digit_count: old.digit_count,
+                    removed_on: None,
+                    occupied: false,
+                };
+                let reading = ParsedReading {
+                    meter_no: old.meter_no.clone(),
+                    utility: old
+                        .utility
+                        .parse()
+                        .map_err(|_| refuse(format!("meter {} has an unknown utility", old.meter_no)))?,
+                    read_at,
+                    value: v,
+                    kind: ReadingKind::Final,
+                    registers: Default::default(),
+                };
+                match check(&facts, &history, &reading, &RolloverRule::default()) {
+                    Verdict::Accept { rollover } => final_rollover = rollover,
+                    Verdict::Hold(reason) => {
+                        return Err(refuse(format!("final reading {v} of meter {}: {reason}", old.meter_no)))
+                    }
                 }
             }
             sqlx::query("UPDATE meters SET removed_on = $1 WHERE id = $2")
@@ -414,20 +455,21 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| StoreError::db(what, e))?;
-            let insert_reading = |meter: i64, kind: &'static str, v: Quantity| {
+            let insert_reading = |meter: i64, kind: &'static str, v: Quantity, rollover: bool| {
                 sqlx::query_scalar::<_, i64>(
-                    "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, created_at) \
-                     VALUES ($1, $2, $3, $4, 'replacement', 'valid', $5) RETURNING id",
+                    "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, rollover, created_at) \
+                     VALUES ($1, $2, $3, $4, 'replacement', 'valid', $5, $6) RETURNING id",
                 )
                 .bind(meter)
                 .bind(read_at)
                 .bind(v.to_scaled())
                 .bind(kind)
+                .bind(rollover)
                 .bind(now)
             };
             let final_id = match r.final_value {
                 Some(v) => Some(
-                    insert_reading(old.id, "final", v)
+                    insert_reading(old.id, "final", v, final_rollover)
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(|e| StoreError::db(what, e))?,
@@ -436,7 +478,7 @@ impl Store {
             };
             let initial_id = match r.initial_value {
                 Some(v) => Some(
-                    insert_reading(new.id, "initial", v)
+                    insert_reading(new.id, "initial", v, false)
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(|e| StoreError::db(what, e))?,

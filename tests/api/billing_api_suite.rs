@@ -464,7 +464,10 @@ async fn tariffs_settings_and_meter_replacement_by_api_refuse_bad_input_clearly(
     let r = post(&app, &t.operator, &path, body.clone(), None).await;
     assert_eq!(r.status(), 422);
     let text = r.text().await.unwrap();
-    assert!(text.contains("below the meter's last reading"), "{text}");
+    assert!(
+        text.contains("register went back from 300 to 250") && text.contains("not plausible"),
+        "{text}"
+    );
     let mut ok = body.clone();
     ok["final_value"] = json!("320");
     let r = post(&app, &t.operator, &path, ok.clone(), None).await;
