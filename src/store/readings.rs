@@ -68,78 +68,120 @@ struct MeterKey {
     occupied: bool,
 }
 
-/// One row per meter: its latest valid reading, its latest valid reading that is not an estimate,
-/// the oldest of its newest 13 valid readings (or its first), how many valid readings that window
-/// holds, and its latest read time of any status. Each correlated subquery is one index seek on
-/// `(meter_id, read_at)`; the readings they find are joined by id.
-const HISTORY_SQL: &str = "SELECT h.id, l.read_at AS last_at, l.value_e4 AS last_value, l.kind AS last_kind, \
-     l.rollover AS last_rollover, l.steady_since AS last_steady_since, \
-     a.read_at AS actual_at, a.value_e4 AS actual_value, a.kind AS actual_kind, \
-     s.read_at AS start_at, s.value_e4 AS start_value, h.window_count, h.latest_any \
-     FROM (SELECT m.id, \
-       (SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1) AS last_id, \
-       (SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' AND x.kind <> 'estimated' ORDER BY x.read_at DESC LIMIT 1) AS actual_id, \
-       COALESCE((SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 1 OFFSET 12), \
-                (SELECT x.id FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at LIMIT 1)) AS start_id, \
-       (SELECT COUNT(*) FROM (SELECT 1 FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 13) w) AS window_count, \
-       (SELECT MAX(x.read_at) FROM readings x WHERE x.meter_id = m.id) AS latest_any \
-       FROM meters m WHERE {ids}) h \
-     LEFT JOIN readings l ON l.id = h.last_id LEFT JOIN readings a ON a.id = h.actual_id LEFT JOIN readings s ON s.id = h.start_id";
+/// How many of a meter's newest valid readings the checks look at: the history window.
+const RECENT: usize = crate::billing::readings::HISTORY_WINDOW;
 
-#[derive(sqlx::FromRow)]
-struct HistSummary {
+/// SQLite: one row per meter with its newest [`RECENT`] valid readings in one text column
+/// (newest first; `read_at`, value, kind, rollover, steady-since, tab-separated, one a line) and
+/// its latest read time of any status. One index walk of 13 entries and one seek per meter,
+/// and a single value for sqlx to hand over instead of thirteen rows.
+const SQLITE_RECENT_SQL: &str = "SELECT m.id, \
+     (SELECT group_concat(y.line, char(10)) FROM (SELECT x.read_at || char(9) || x.value_e4 || char(9) || x.kind \
+        || char(9) || x.rollover || char(9) || IFNULL(x.steady_since, '') AS line \
+        FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 13) y) AS recent, \
+     (SELECT MAX(x.read_at) FROM readings x WHERE x.meter_id = m.id) AS latest_any \
+     FROM meters m WHERE ";
+
+/// PostgreSQL: the same as arrays, newest first.
+const PG_RECENT_SQL: &str = "SELECT m.id, w.read_ats, w.values_e4, w.kinds, w.rollovers, w.steadies, \
+     (SELECT MAX(x.read_at) FROM readings x WHERE x.meter_id = m.id) AS latest_any \
+     FROM meters m LEFT JOIN LATERAL (SELECT array_agg(y.read_at ORDER BY y.read_at DESC) AS read_ats, \
+        array_agg(y.value_e4 ORDER BY y.read_at DESC) AS values_e4, array_agg(y.kind ORDER BY y.read_at DESC) AS kinds, \
+        array_agg(y.rollover ORDER BY y.read_at DESC) AS rollovers, array_agg(y.steady_since ORDER BY y.read_at DESC) AS steadies \
+        FROM (SELECT x.read_at, x.value_e4, x.kind, x.rollover, x.steady_since FROM readings x \
+              WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 13) y) w ON TRUE \
+     WHERE m.id = ANY($1)";
+
+/// A meter's latest valid reading that is not an estimate, when none of its newest [`RECENT`] is one.
+const LAST_ACTUAL_SQL: &str = "SELECT read_at, value_e4, kind FROM readings \
+     WHERE meter_id = $1 AND status = 'valid' AND kind <> 'estimated' ORDER BY read_at DESC LIMIT 1";
+
+/// A meter's newest valid readings (newest first), as the lookups read them.
+struct Recent {
     id: i64,
-    last_at: Option<DateTime<Utc>>,
-    last_value: Option<i64>,
-    last_kind: Option<String>,
-    last_rollover: Option<bool>,
-    last_steady_since: Option<DateTime<Utc>>,
-    actual_at: Option<DateTime<Utc>>,
-    actual_value: Option<i64>,
-    actual_kind: Option<String>,
-    start_at: Option<DateTime<Utc>>,
-    start_value: Option<i64>,
-    window_count: i64,
+    /// Newest first, at most [`RECENT`], each with its stored steady-since.
+    readings: Vec<(PastReading, Option<DateTime<Utc>>)>,
     latest_any: Option<DateTime<Utc>>,
 }
 
-impl HistSummary {
-    fn into_history(self) -> MeterHistory {
-        let last = match (self.last_at, self.last_value) {
-            (Some(at), Some(v)) => Some(PastReading {
-                read_at: at,
-                value: Quantity::from_scaled(v),
-                kind: kind_of(self.last_kind.as_deref().unwrap_or("actual")),
-                rollover: self.last_rollover.unwrap_or(false),
-            }),
-            _ => None,
-        };
-        let window_start = match (self.start_at, self.start_value) {
-            (Some(at), Some(v)) => Some(PastReading {
-                read_at: at,
-                value: Quantity::from_scaled(v),
-                kind: ReadingKind::Actual,
+impl Recent {
+    /// The history the checks need, and whether the latest actual reading lies further back
+    /// than the window (every reading in it an estimate) and must be looked up on its own.
+    fn into_history(self) -> (MeterHistory, bool) {
+        let last_actual = self
+            .readings
+            .iter()
+            .find(|(r, _)| r.kind != ReadingKind::Estimated)
+            .map(|(r, _)| PastReading {
                 rollover: false,
-            }),
-            _ => None,
-        };
-        let last_actual = match (self.actual_at, self.actual_value) {
-            (Some(at), Some(v)) => Some(PastReading {
-                read_at: at,
-                value: Quantity::from_scaled(v),
-                kind: kind_of(self.actual_kind.as_deref().unwrap_or("actual")),
-                rollover: false,
-            }),
-            _ => None,
-        };
-        MeterHistory {
-            last,
-            window_start,
-            count: self.window_count.max(0) as usize,
-            last_actual,
-            steady_since: self.last_steady_since,
-        }
+                ..r.clone()
+            });
+        let look_further = last_actual.is_none() && self.readings.len() >= RECENT;
+        let window_start = self.readings.last().map(|(r, _)| PastReading {
+            kind: ReadingKind::Actual,
+            rollover: false,
+            ..r.clone()
+        });
+        let count = self.readings.len();
+        let mut newest = self.readings.into_iter().next();
+        let steady_since = newest.as_mut().and_then(|(_, s)| s.take());
+        (
+            MeterHistory {
+                last: newest.map(|(r, _)| r),
+                window_start,
+                count,
+                last_actual,
+                steady_since,
+            },
+            look_further,
+        )
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct SqliteRecentRow {
+    id: i64,
+    recent: Option<String>,
+    latest_any: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PgRecentRow {
+    id: i64,
+    read_ats: Option<Vec<DateTime<Utc>>>,
+    values_e4: Option<Vec<i64>>,
+    kinds: Option<Vec<String>>,
+    rollovers: Option<Vec<bool>>,
+    steadies: Option<Vec<Option<DateTime<Utc>>>>,
+    latest_any: Option<DateTime<Utc>>,
+}
+
+/// One line of [`SQLITE_RECENT_SQL`]'s column; `None` if it does not parse (a value stored in
+/// another form), and the caller reads that meter's rows instead.
+fn parse_recent_line(line: &str) -> Option<(PastReading, Option<DateTime<Utc>>)> {
+    let mut f = line.split('\t');
+    let (at, v, kind, rollover, steady) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    if f.next().is_some() {
+        return None;
+    }
+    let read_at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+    let steady_since = match steady {
+        "" => None,
+        s => Some(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc)),
+    };
+    Some((
+        PastReading {
+            read_at,
+            value: Quantity::from_scaled(v.parse().ok()?),
+            kind: kind.parse().ok()?,
+            rollover: match rollover {
+                "0" => false,
+                "1" => true,
+                _ => return None,
+            },
+        },
+        steady_since,
+    ))
 }
 
 /// A reading about to be stored.
@@ -173,7 +215,8 @@ fn placeholders(start: usize, n: usize) -> String {
 #[async_trait::async_trait]
 trait Lookups: Send {
     async fn meters_by_number(&mut self, numbers: &[&str]) -> Result<Vec<MeterKey>, sqlx::Error>;
-    async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<HistSummary>, sqlx::Error>;
+    async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<Recent>, sqlx::Error>;
+    async fn last_actual(&mut self, id: i64) -> Result<Option<PastReading>, sqlx::Error>;
 }
 
 /// Keys per PostgreSQL lookup statement.
@@ -197,18 +240,78 @@ impl<'c> Lookups for sqlx::Transaction<'c, sqlx::Sqlite> {
         Ok(out)
     }
 
-    async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<HistSummary>, sqlx::Error> {
-        let mut out = Vec::new();
+    async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<Recent>, sqlx::Error> {
+        let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
-            let sql = HISTORY_SQL.replace("{ids}", &format!("m.id IN ({})", placeholders(1, chunk.len())));
-            let mut q = sqlx::query_as::<_, HistSummary>(sqlx::AssertSqlSafe(sql));
+            let sql = format!("{SQLITE_RECENT_SQL}m.id IN ({})", placeholders(1, chunk.len()));
+            let mut q = sqlx::query_as::<_, SqliteRecentRow>(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(*id);
             }
-            out.extend(q.fetch_all(&mut **self).await?);
+            for row in q.fetch_all(&mut **self).await? {
+                let parsed: Option<Vec<_>> = match row.recent.as_deref() {
+                    None | Some("") => Some(Vec::new()),
+                    Some(text) => text.split('\n').map(parse_recent_line).collect(),
+                };
+                let readings = match parsed {
+                    Some(r) => r,
+                    None => sqlite_recent_rows(&mut **self, row.id).await?,
+                };
+                out.push(Recent {
+                    id: row.id,
+                    readings,
+                    latest_any: row.latest_any,
+                });
+            }
         }
         Ok(out)
     }
+
+    async fn last_actual(&mut self, id: i64) -> Result<Option<PastReading>, sqlx::Error> {
+        last_actual_row(
+            sqlx::query_as(LAST_ACTUAL_SQL)
+                .bind(id)
+                .fetch_optional(&mut **self)
+                .await?,
+        )
+    }
+}
+
+/// One meter's newest valid readings as rows (the fallback when its text column did not parse).
+async fn sqlite_recent_rows(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+) -> Result<Vec<(PastReading, Option<DateTime<Utc>>)>, sqlx::Error> {
+    let rows: Vec<(DateTime<Utc>, i64, String, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT read_at, value_e4, kind, rollover, steady_since FROM readings \
+         WHERE meter_id = $1 AND status = 'valid' ORDER BY read_at DESC LIMIT 13",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(read_at, v, kind, rollover, steady)| {
+            (
+                PastReading {
+                    read_at,
+                    value: Quantity::from_scaled(v),
+                    kind: kind_of(&kind),
+                    rollover,
+                },
+                steady,
+            )
+        })
+        .collect())
+}
+
+fn last_actual_row(row: Option<(DateTime<Utc>, i64, String)>) -> Result<Option<PastReading>, sqlx::Error> {
+    Ok(row.map(|(read_at, v, kind)| PastReading {
+        read_at,
+        value: Quantity::from_scaled(v),
+        kind: kind_of(&kind),
+        rollover: false,
+    }))
 }
 
 #[async_trait::async_trait]
@@ -226,17 +329,54 @@ impl<'c> Lookups for sqlx::Transaction<'c, sqlx::Postgres> {
         Ok(out)
     }
 
-    async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<HistSummary>, sqlx::Error> {
-        let mut out = Vec::new();
+    async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<Recent>, sqlx::Error> {
+        let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PG_LOOKUP) {
-            out.extend(
-                sqlx::query_as::<_, HistSummary>(sqlx::AssertSqlSafe(HISTORY_SQL.replace("{ids}", "m.id = ANY($1)")))
-                    .bind(chunk)
-                    .fetch_all(&mut **self)
-                    .await?,
-            );
+            let rows = sqlx::query_as::<_, PgRecentRow>(PG_RECENT_SQL)
+                .bind(chunk)
+                .fetch_all(&mut **self)
+                .await?;
+            for row in rows {
+                let read_ats = row.read_ats.unwrap_or_default();
+                let values = row.values_e4.unwrap_or_default();
+                let kinds = row.kinds.unwrap_or_default();
+                let rollovers = row.rollovers.unwrap_or_default();
+                let steadies = row.steadies.unwrap_or_default();
+                let readings = read_ats
+                    .into_iter()
+                    .zip(values)
+                    .zip(kinds)
+                    .zip(rollovers)
+                    .zip(steadies)
+                    .map(|((((read_at, v), kind), rollover), steady)| {
+                        (
+                            PastReading {
+                                read_at,
+                                value: Quantity::from_scaled(v),
+                                kind: kind_of(&kind),
+                                rollover,
+                            },
+                            steady,
+                        )
+                    })
+                    .collect();
+                out.push(Recent {
+                    id: row.id,
+                    readings,
+                    latest_any: row.latest_any,
+                });
+            }
         }
         Ok(out)
+    }
+
+    async fn last_actual(&mut self, id: i64) -> Result<Option<PastReading>, sqlx::Error> {
+        last_actual_row(
+            sqlx::query_as(LAST_ACTUAL_SQL)
+                .bind(id)
+                .fetch_optional(&mut **self)
+                .await?,
+        )
     }
 }
 
@@ -277,16 +417,21 @@ impl Store {
             let meters_ms = t_phase.elapsed().as_millis();
             let mut ids: Vec<i64> = meters.values().flatten().map(|m| m.id).collect();
             ids.sort_unstable();
-            // 2. Per meter, what the checks need: its latest valid reading, the start of its
-            //    history window, and its latest read time of any status. Each is an index seek,
-            //    so the cost follows the batch, not the meters' whole history.
+            // 2. Per meter, what the checks need: its newest 13 valid readings (the history
+            //    window) and its latest read time of any status. One short index walk and one
+            //    seek each, so the cost follows the batch, not the meters' whole history.
             let mut history: HashMap<i64, MeterHistory> = HashMap::new();
             let mut latest_any: HashMap<i64, DateTime<Utc>> = HashMap::new();
-            for h in tx.meter_histories(&ids).await.map_err(|e| StoreError::db(what, e))? {
-                if let Some(t) = h.latest_any {
-                    latest_any.insert(h.id, t);
+            for r in tx.meter_histories(&ids).await.map_err(|e| StoreError::db(what, e))? {
+                let id = r.id;
+                if let Some(t) = r.latest_any {
+                    latest_any.insert(id, t);
                 }
-                history.insert(h.id, h.into_history());
+                let (mut h, look_further) = r.into_history();
+                if look_further {
+                    h.last_actual = tx.last_actual(id).await.map_err(|e| StoreError::db(what, e))?;
+                }
+                history.insert(id, h);
             }
             let history_ms = t_phase.elapsed().as_millis() - meters_ms;
             // 3. Decide each reading, in time order per meter.

@@ -356,3 +356,72 @@ async fn a_file_missing_a_column_stores_nothing() {
     assert!(err.to_string().contains("read_at"), "{err}");
     assert_eq!(db.store.reading_count().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_real_reading_after_more_than_a_window_of_estimates_is_measured_from_the_last_real_one() {
+    let app = spawn_app().await;
+    let d = seed(&app.db).await;
+    // One actual reading, then 14 monthly estimates that run well ahead of the meter: the
+    // newest 13 readings (the history window) hold no actual one.
+    let mut batch = vec![r("E1", "electricity", "2025-01-01T00:00:00+08:00", "1000")];
+    for i in 1..=14u32 {
+        let (y, m) = (2025 + (i / 12), i % 12 + 1);
+        batch.push(json!({"meter_no": "E1", "utility": "electricity",
+            "read_at": format!("{y}-{m:02}-01T00:00:00+08:00"), "value": (1000 + 100 * i).to_string(), "kind": "estimated"}));
+    }
+    let out = push_ok(&app, &d, Value::Array(batch)).await;
+    assert_eq!(out["accepted"], 15, "{out}");
+    // The meter really shows 1,900: below the last estimate (2,400), above the last real
+    // reading (1,000). Measured from the real one it is ordinary use, not a fall.
+    let out = push_ok(
+        &app,
+        &d,
+        json!([r("E1", "electricity", "2026-04-01T00:00:00+08:00", "1900")]),
+    )
+    .await;
+    assert_eq!(out["results"][0]["status"], "accepted", "{out}");
+    assert_eq!(out["results"][0]["rollover"], false, "{out}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn history_stored_in_another_time_form_is_still_read_whole() {
+    let app = spawn_app().await;
+    let d = seed(&app.db).await;
+    push_ok(
+        &app,
+        &d,
+        json!([
+            r("E1", "electricity", "2026-01-01T00:00:00+08:00", "1000"),
+            r("E1", "electricity", "2026-02-01T00:00:00+08:00", "1100"),
+            r("E1", "electricity", "2026-03-01T00:00:00+08:00", "1200"),
+        ]),
+    )
+    .await;
+    if app.db.store.kind() == meterpay::store::BackendKind::Sqlite {
+        // A time written by another tool ("YYYY-MM-DD HH:MM:SS", which SQLite and sqlx both
+        // read as UTC): SQLite's one-column history no longer parses, and the meter's rows are
+        // read one by one instead.
+        let n = app
+            .db
+            .store
+            .execute_raw_sql_for_tests(
+                "UPDATE readings SET read_at = replace(replace(read_at, 'T', ' '), '+00:00', '')",
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+    // Backwards by 700 on a 6-digit register: held against the history, which it only is if
+    // the history was read.
+    let out = push_ok(
+        &app,
+        &d,
+        json!([r("E1", "electricity", "2026-04-01T00:00:00+08:00", "500")]),
+    )
+    .await;
+    assert_eq!(out["results"][0]["status"], "held", "{out}");
+    let reason = out["results"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("went back from 1200 to 500"), "{reason}");
+    app.stop().await.unwrap();
+}
