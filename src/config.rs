@@ -41,6 +41,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Seconds to wait for a connection or (SQLite) a write lock.
     pub acquire_timeout_secs: u64,
+    /// SQLite: MiB of the database file the writer connection maps into memory (0: none).
+    pub sqlite_mmap_mib: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +148,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             max_connections: 10,
             acquire_timeout_secs: 10,
+            sqlite_mmap_mib: crate::store::DEFAULT_SQLITE_MMAP_MIB,
         }
     }
 }

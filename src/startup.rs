@@ -22,6 +22,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         max_connections: config.database.max_connections,
         acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
         pg_schema: None,
+        sqlite_mmap_mib: config.database.sqlite_mmap_mib,
         ..Default::default()
     };
     let store = Store::connect(config.database_url(), &opts).await.with_context(|| {

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::billing::push::{self, PushAuthError};
 use crate::billing::readings::{BatchReport, IncomingReading};
-use crate::store::readings::HeldReading;
+use crate::store::readings::{HeldReading, PushSignature};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -76,34 +76,28 @@ async fn push_readings(
         now.timestamp(),
     )
     .map_err(unauthorized)?;
-    let fresh = state
-        .store
-        .remember_push_signature(
-            key_id,
-            signature,
-            now,
-            now - chrono::Duration::seconds(2 * push::WINDOW_SECS),
-        )
-        .await?;
-    if !fresh {
-        return Err(unauthorized(PushAuthError::Replayed));
-    }
     let parsed: PushBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not {{\"readings\": [...]}}: {e}")))?;
     if parsed.readings.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!("at most {MAX_BATCH} readings per push")));
     }
+    // The signature is remembered with the readings, in one transaction.
+    let guard = PushSignature {
+        key_id,
+        signature,
+        forget_before: now - chrono::Duration::seconds(2 * push::WINDOW_SECS),
+    };
     let report = state
         .store
-        .ingest_readings(
-            Some(device.community_id),
+        .ingest_pushed_readings(
+            device.community_id,
             &parsed.readings,
-            "push",
+            &guard,
             &format!("device:{}", device.key_id),
             now,
-            &|_| {},
         )
-        .await?;
+        .await?
+        .ok_or_else(|| unauthorized(PushAuthError::Replayed))?;
     tracing::info!(device = %device.key_id, accepted = report.accepted, held = report.held,
         duplicates = report.duplicates, refused = report.refused, "readings pushed");
     Ok(Json(report))
