@@ -225,8 +225,7 @@ impl Store {
         // process's resident memory.
         let writer_opts = base
             .clone()
-            .pragma("mmap_size", (opts.sqlite_mmap_mib * 1024 * 1024).to_string())
-            .pragma("wal_autocheckpoint", "10000");
+            .pragma("mmap_size", (opts.sqlite_mmap_mib * 1024 * 1024).to_string());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(opts.acquire_timeout)
