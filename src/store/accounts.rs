@@ -10,9 +10,7 @@ use super::bills::ROWS;
 use super::directory::Meter;
 use super::{in_tx, Store, StoreError};
 use crate::billing::accounts_import::AccountRow;
-use crate::billing::readings::{
-    check, MeterFacts, MeterHistory, ParsedReading, PastReading, ReadingKind, RolloverRule, Verdict,
-};
+use crate::billing::readings::{check, MeterFacts, ParsedReading, ReadingKind, RolloverRule, Verdict};
 use crate::domain::Quantity;
 
 /// The outcome of one row.
@@ -361,13 +359,14 @@ impl Store {
                     old.meter_no, old.installed_on, r.replaced_on
                 )));
             }
-            let latest: Option<DateTime<Utc>> =
-                sqlx::query_scalar("SELECT MAX(read_at) FROM readings WHERE meter_id = $1 AND status = 'valid'")
-                    .bind(old.id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::db(what, e))?;
-            if r.final_value.is_some() && latest.is_some_and(|at| at >= read_at) {
+            // The old meter's history, as the readings' checks read it.
+            let history = super::readings::histories(&mut tx, &[old.id])
+                .await
+                .map_err(|e| StoreError::db(what, e))?
+                .remove(&old.id)
+                .map(|(h, _)| h)
+                .unwrap_or_default();
+            if r.final_value.is_some() && history.last.as_ref().is_some_and(|l| l.read_at >= read_at) {
                 return Err(refuse(format!(
                     "meter {} already has a reading at or after {read_at}",
                     old.meter_no
@@ -378,35 +377,6 @@ impl Store {
             // is plausible for the meter's own history and the days elapsed.
             let mut final_rollover = false;
             if let Some(v) = r.final_value {
-                let recent: Vec<(DateTime<Utc>, i64, String, bool)> = sqlx::query_as(
-                    "SELECT read_at, value_e4, kind, rollover FROM readings WHERE meter_id = $1 AND status = 'valid' \
-                     ORDER BY read_at DESC LIMIT 13",
-                )
-                .bind(old.id)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(what, e))?;
-                let last_actual: Option<(DateTime<Utc>, i64, String)> = sqlx::query_as(
-                    "SELECT read_at, value_e4, kind FROM readings WHERE meter_id = $1 AND status = 'valid' AND kind <> 'estimated' \
-                     ORDER BY read_at DESC LIMIT 1",
-                )
-                .bind(old.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(what, e))?;
-                let past = |at: DateTime<Utc>, v: i64, kind: &str, rollover: bool| PastReading {
-                    read_at: at,
-                    value: Quantity::from_scaled(v),
-                    kind: kind.parse().unwrap_or(ReadingKind::Actual),
-                    rollover,
-                };
-                let oldest_first: Vec<PastReading> = recent
-                    .iter()
-                    .rev()
-                    .map(|(at, v, k, ro)| past(*at, *v, k, *ro))
-                    .collect();
-                let mut history = MeterHistory::from_readings(&oldest_first);
-                history.last_actual = last_actual.map(|(at, v, k)| past(at, v, &k, false));
                 let facts = MeterFacts {
                     id: old.id,
                     digit_count: old.digit_count,

@@ -226,35 +226,23 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Sqlite> {
         let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM readings")
             .fetch_one(&mut **self)
             .await?;
-        // The rows go in as one JSON array bound once, which SQLite unpacks itself: binding ten
-        // values a row through sqlx cost more than SQLite's own insert. Times are written in
-        // the form sqlx writes them (RFC 3339, `+00:00`), so stored text compares alike.
-        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
-        for r in ranges(c.meter_id.len(), 5_000) {
-            let rows: Vec<serde_json::Value> = r
-                .map(|i| {
-                    serde_json::json!([
-                        c.meter_id[i],
-                        at(&c.read_at[i]),
-                        c.value_e4[i],
-                        c.kind[i],
-                        c.status[i],
-                        c.hold_reason[i],
-                        c.rollover[i] as i64,
-                        c.steady_since[i].as_ref().map(at),
-                    ])
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, hold_reason, rollover, steady_since, created_at) \
-                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, $2, j.value ->> 4, j.value ->> 5, \
-                        j.value ->> 6, j.value ->> 7, $3 FROM json_each($1) j ORDER BY j.key",
-            )
-            .bind(serde_json::Value::Array(rows).to_string())
-            .bind(source)
-            .bind(now)
-            .execute(&mut **self)
-            .await?;
+        for r in ranges(c.meter_id.len(), 400) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, hold_reason, rollover, steady_since, created_at) ",
+            );
+            qb.push_values(r, |mut b, i| {
+                b.push_bind(c.meter_id[i])
+                    .push_bind(c.read_at[i])
+                    .push_bind(c.value_e4[i])
+                    .push_bind(c.kind[i])
+                    .push_bind(source.to_string())
+                    .push_bind(c.status[i])
+                    .push_bind(c.hold_reason[i].clone())
+                    .push_bind(c.rollover[i])
+                    .push_bind(c.steady_since[i])
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut **self).await?;
         }
         let text: Option<String> = sqlx::query_scalar(
             "SELECT group_concat(id || char(9) || meter_id || char(9) || read_at, char(10)) FROM readings WHERE id > $1",

@@ -66,7 +66,7 @@ pub struct Device {
 }
 
 #[derive(sqlx::FromRow)]
-struct MeterKey {
+pub(super) struct MeterKey {
     id: i64,
     utility: String,
     meter_no: String,
@@ -79,16 +79,18 @@ struct MeterKey {
 /// How many of a meter's newest valid readings the checks look at: the history window.
 const RECENT: usize = crate::billing::readings::HISTORY_WINDOW;
 
-/// SQLite: one row per meter with its newest [`RECENT`] valid readings in one text column
-/// (newest first; `read_at`, value, kind, rollover, steady-since, tab-separated, one a line) and
-/// its latest read time of any status. One index walk of 13 entries and one seek per meter,
-/// and a single value for sqlx to hand over instead of thirteen rows.
-const SQLITE_RECENT_SQL: &str = "SELECT m.id, \
-     (SELECT group_concat(y.line, char(10)) FROM (SELECT x.read_at || char(9) || x.value_e4 || char(9) || x.kind \
-        || char(9) || x.rollover || char(9) || IFNULL(x.steady_since, '') AS line \
-        FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 13) y) AS recent, \
-     (SELECT MAX(x.read_at) FROM readings x WHERE x.meter_id = m.id) AS latest_any \
-     FROM meters m WHERE ";
+/// SQLite: the whole chunk of meters as one text value — a record per meter (id, latest read
+/// time of any status, its newest [`RECENT`] valid readings newest first, one a line:
+/// `read_at`, value, kind, rollover, steady-since, tab-separated), the ids bound as one JSON
+/// array. One index walk of 13 entries and one seek per meter, and one value for sqlx to hand
+/// over instead of a row per meter.
+const SQLITE_RECENT_SQL: &str = "SELECT group_concat(h.id || char(31) || IFNULL(h.latest_any, '') || char(31) || IFNULL(h.recent, ''), char(30)) \
+     FROM (SELECT m.id, \
+       (SELECT group_concat(y.line, char(10)) FROM (SELECT x.read_at || char(9) || x.value_e4 || char(9) || x.kind \
+          || char(9) || x.rollover || char(9) || IFNULL(x.steady_since, '') AS line \
+          FROM readings x WHERE x.meter_id = m.id AND x.status = 'valid' ORDER BY x.read_at DESC LIMIT 13) y) AS recent, \
+       (SELECT MAX(x.read_at) FROM readings x WHERE x.meter_id = m.id) AS latest_any \
+       FROM meters m WHERE m.id IN (SELECT value FROM json_each($1))) h";
 
 /// PostgreSQL: the same as arrays. The arrays of one row are aggregated in one pass, so they
 /// line up; their order is not promised (an `ORDER BY` in each aggregate sorted every meter's
@@ -106,7 +108,7 @@ const LAST_ACTUAL_SQL: &str = "SELECT read_at, value_e4, kind FROM readings \
      WHERE meter_id = $1 AND status = 'valid' AND kind <> 'estimated' ORDER BY read_at DESC LIMIT 1";
 
 /// A meter's newest valid readings (newest first), as the lookups read them.
-struct Recent {
+pub(super) struct Recent {
     id: i64,
     /// Newest first, at most [`RECENT`], each with its stored steady-since.
     readings: Vec<(PastReading, Option<DateTime<Utc>>)>,
@@ -148,13 +150,6 @@ impl Recent {
 }
 
 #[derive(sqlx::FromRow)]
-struct SqliteRecentRow {
-    id: i64,
-    recent: Option<String>,
-    latest_any: Option<DateTime<Utc>>,
-}
-
-#[derive(sqlx::FromRow)]
 struct PgRecentRow {
     id: i64,
     read_ats: Option<Vec<DateTime<Utc>>>,
@@ -165,8 +160,36 @@ struct PgRecentRow {
     latest_any: Option<DateTime<Utc>>,
 }
 
-/// One line of [`SQLITE_RECENT_SQL`]'s column; `None` if it does not parse (a value stored in
-/// another form), and the caller reads that meter's rows instead.
+/// One record of [`SQLITE_RECENT_SQL`]: the meter's id, and its history unless a time or a
+/// value in it is not in the form sqlx writes (then the caller reads that meter's rows).
+fn parse_recent_record(record: &str) -> Result<(i64, Option<Recent>), sqlx::Error> {
+    let mut f = record.splitn(3, '\x1f');
+    let id = f
+        .next()
+        .and_then(|id| id.parse::<i64>().ok())
+        .ok_or_else(|| sqlx::Error::Decode(format!("meter history record {record:?}").into()))?;
+    let (latest, recent) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+    let latest_any = match latest {
+        "" => Some(None),
+        t => DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|d| Some(d.with_timezone(&Utc))),
+    };
+    let readings: Option<Vec<_>> = match recent {
+        "" => Some(Vec::new()),
+        text => text.split('\n').map(parse_recent_line).collect(),
+    };
+    Ok((
+        id,
+        latest_any.zip(readings).map(|(latest_any, readings)| Recent {
+            id,
+            readings,
+            latest_any,
+        }),
+    ))
+}
+
+/// One line of a record's readings; `None` if it does not parse.
 fn parse_recent_line(line: &str) -> Option<(PastReading, Option<DateTime<Utc>>)> {
     let mut f = line.split('\t');
     let (at, v, kind, rollover, steady) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
@@ -178,19 +201,25 @@ fn parse_recent_line(line: &str) -> Option<(PastReading, Option<DateTime<Utc>>)>
         "" => None,
         s => Some(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc)),
     };
+    let rollover = match rollover {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
     Some((
-        PastReading {
-            read_at,
-            value: Quantity::from_scaled(v.parse().ok()?),
-            kind: kind.parse().ok()?,
-            rollover: match rollover {
-                "0" => false,
-                "1" => true,
-                _ => return None,
-            },
-        },
+        past(read_at, v.parse().ok()?, kind.parse().ok()?, rollover),
         steady_since,
     ))
+}
+
+/// A stored reading as history.
+fn past(read_at: DateTime<Utc>, value_e4: i64, kind: ReadingKind, rollover: bool) -> PastReading {
+    PastReading {
+        read_at,
+        value: Quantity::from_scaled(value_e4),
+        kind,
+        rollover,
+    }
 }
 
 /// A reading about to be stored.
@@ -222,7 +251,7 @@ fn placeholders(start: usize, n: usize) -> String {
 /// (an `IN` list of 400 made its planner join `premises` by a sequential scan for every 400
 /// meters: 100 ms each, most of a 50,000-meter import).
 #[async_trait::async_trait]
-trait Lookups: Send {
+pub(super) trait Lookups: Send {
     async fn meters_by_number(&mut self, numbers: &[&str]) -> Result<Vec<MeterKey>, sqlx::Error>;
     async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<Recent>, sqlx::Error>;
     async fn last_actual(&mut self, id: i64) -> Result<Option<PastReading>, sqlx::Error>;
@@ -251,120 +280,59 @@ impl<'c> Lookups for sqlx::Transaction<'c, sqlx::Sqlite> {
 
     async fn meter_histories(&mut self, ids: &[i64]) -> Result<Vec<Recent>, sqlx::Error> {
         let mut out = Vec::with_capacity(ids.len());
-        // The ids go in as one JSON array, so a statement can take many.
         for chunk in ids.chunks(5_000) {
-            // The whole chunk as one text value: a record per meter (id, latest time of any
-            // status, its lines), so sqlx hands over one row instead of one per meter.
-            let sql = format!(
-                "SELECT group_concat(h.id || char(31) || IFNULL(h.latest_any, '') || char(31) || IFNULL(h.recent, ''), char(30)) \
-                 FROM ({SQLITE_RECENT_SQL}m.id IN (SELECT value FROM json_each($1))) h"
-            );
-            let block = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql))
+            let block = sqlx::query_scalar::<_, Option<String>>(SQLITE_RECENT_SQL)
                 .bind(serde_json::to_string(chunk).expect("ids as JSON"))
                 .fetch_one(&mut **self)
                 .await?
                 .unwrap_or_default();
-            let mut unread: Vec<i64> = Vec::new();
             for record in block.split('\x1e').filter(|r| !r.is_empty()) {
-                let mut f = record.splitn(3, '\x1f');
-                let (Some(Ok(id)), Some(latest), Some(recent)) = (f.next().map(str::parse::<i64>), f.next(), f.next())
-                else {
-                    // Not this query's shape: read the chunk row by row.
-                    unread = chunk.to_vec();
-                    out.retain(|r: &Recent| !chunk.contains(&r.id));
-                    break;
-                };
-                let latest_any = match latest {
-                    "" => Some(None),
-                    t => DateTime::parse_from_rfc3339(t)
-                        .ok()
-                        .map(|d| Some(d.with_timezone(&Utc))),
-                };
-                let readings: Option<Vec<_>> = match recent {
-                    "" => Some(Vec::new()),
-                    text => text.split('\n').map(parse_recent_line).collect(),
-                };
-                match (latest_any, readings) {
-                    (Some(latest_any), Some(readings)) => out.push(Recent {
-                        id,
-                        readings,
-                        latest_any,
-                    }),
-                    // A time stored in another form: this meter is read as rows.
-                    _ => unread.push(id),
+                match parse_recent_record(record)? {
+                    (_, Some(recent)) => out.push(recent),
+                    // A time stored in another form: this meter's rows, decoded by sqlx.
+                    (id, None) => out.push(sqlite_recent_rows(&mut **self, id).await?),
                 }
-            }
-            for id in unread {
-                let row =
-                    sqlx::query_as::<_, SqliteRecentRow>(sqlx::AssertSqlSafe(format!("{SQLITE_RECENT_SQL}m.id = $1")))
-                        .bind(id)
-                        .fetch_optional(&mut **self)
-                        .await?;
-                let Some(row) = row else { continue };
-                let parsed: Option<Vec<_>> = match row.recent.as_deref() {
-                    None | Some("") => Some(Vec::new()),
-                    Some(text) => text.split('\n').map(parse_recent_line).collect(),
-                };
-                let readings = match parsed {
-                    Some(r) => r,
-                    None => sqlite_recent_rows(&mut **self, row.id).await?,
-                };
-                out.push(Recent {
-                    id: row.id,
-                    readings,
-                    latest_any: row.latest_any,
-                });
             }
         }
         Ok(out)
     }
 
     async fn last_actual(&mut self, id: i64) -> Result<Option<PastReading>, sqlx::Error> {
-        last_actual_row(
+        Ok(last_actual_row(
             sqlx::query_as(LAST_ACTUAL_SQL)
                 .bind(id)
                 .fetch_optional(&mut **self)
                 .await?,
-        )
+        ))
     }
 }
 
-/// One meter's newest valid readings as rows (the fallback when its text column did not parse).
-async fn sqlite_recent_rows(
-    conn: &mut sqlx::SqliteConnection,
-    id: i64,
-) -> Result<Vec<(PastReading, Option<DateTime<Utc>>)>, sqlx::Error> {
+/// One meter's history read as rows (the fallback when its record did not parse).
+async fn sqlite_recent_rows(conn: &mut sqlx::SqliteConnection, id: i64) -> Result<Recent, sqlx::Error> {
     type Row = (DateTime<Utc>, i64, String, bool, Option<DateTime<Utc>>);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT read_at, value_e4, kind, rollover, steady_since FROM readings \
          WHERE meter_id = $1 AND status = 'valid' ORDER BY read_at DESC LIMIT 13",
     )
     .bind(id)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(read_at, v, kind, rollover, steady)| {
-            (
-                PastReading {
-                    read_at,
-                    value: Quantity::from_scaled(v),
-                    kind: kind_of(&kind),
-                    rollover,
-                },
-                steady,
-            )
-        })
-        .collect())
+    let latest_any: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT MAX(read_at) FROM readings WHERE meter_id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Recent {
+        id,
+        readings: rows
+            .into_iter()
+            .map(|(at, v, kind, rollover, steady)| (past(at, v, kind_of(&kind), rollover), steady))
+            .collect(),
+        latest_any,
+    })
 }
 
-fn last_actual_row(row: Option<(DateTime<Utc>, i64, String)>) -> Result<Option<PastReading>, sqlx::Error> {
-    Ok(row.map(|(read_at, v, kind)| PastReading {
-        read_at,
-        value: Quantity::from_scaled(v),
-        kind: kind_of(&kind),
-        rollover: false,
-    }))
+fn last_actual_row(row: Option<(DateTime<Utc>, i64, String)>) -> Option<PastReading> {
+    row.map(|(at, v, kind)| past(at, v, kind_of(&kind), false))
 }
 
 #[async_trait::async_trait]
@@ -401,17 +369,7 @@ impl<'c> Lookups for sqlx::Transaction<'c, sqlx::Postgres> {
                     .zip(kinds)
                     .zip(rollovers)
                     .zip(steadies)
-                    .map(|((((read_at, v), kind), rollover), steady)| {
-                        (
-                            PastReading {
-                                read_at,
-                                value: Quantity::from_scaled(v),
-                                kind: kind_of(&kind),
-                                rollover,
-                            },
-                            steady,
-                        )
-                    })
+                    .map(|((((at, v), kind), rollover), steady)| (past(at, v, kind_of(&kind), rollover), steady))
                     .collect();
                 // Newest first (times are unique per meter).
                 readings.sort_unstable_by_key(|r| std::cmp::Reverse(r.0.read_at));
@@ -426,13 +384,32 @@ impl<'c> Lookups for sqlx::Transaction<'c, sqlx::Postgres> {
     }
 
     async fn last_actual(&mut self, id: i64) -> Result<Option<PastReading>, sqlx::Error> {
-        last_actual_row(
+        Ok(last_actual_row(
             sqlx::query_as(LAST_ACTUAL_SQL)
                 .bind(id)
                 .fetch_optional(&mut **self)
                 .await?,
-        )
+        ))
     }
+}
+
+/// Each meter's history for the checks and its latest read time of any status, by meter id;
+/// the latest real reading is looked further back only for a meter whose whole window is
+/// estimates. Shared by the ingest and a meter replacement's final reading.
+pub(super) async fn histories<L: Lookups + ?Sized>(
+    tx: &mut L,
+    ids: &[i64],
+) -> Result<HashMap<i64, (MeterHistory, Option<DateTime<Utc>>)>, sqlx::Error> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for r in tx.meter_histories(ids).await? {
+        let (id, latest_any) = (r.id, r.latest_any);
+        let (mut h, look_further) = r.into_history();
+        if look_further {
+            h.last_actual = tx.last_actual(id).await?;
+        }
+        out.insert(id, (h, latest_any));
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -539,14 +516,9 @@ impl Store {
             //    seek each, so the cost follows the batch, not the meters' whole history.
             let mut history: HashMap<i64, MeterHistory> = HashMap::new();
             let mut latest_any: HashMap<i64, DateTime<Utc>> = HashMap::new();
-            for r in tx.meter_histories(&ids).await.map_err(|e| StoreError::db(what, e))? {
-                let id = r.id;
-                if let Some(t) = r.latest_any {
+            for (id, (h, latest)) in histories(&mut tx, &ids).await.map_err(|e| StoreError::db(what, e))? {
+                if let Some(t) = latest {
                     latest_any.insert(id, t);
-                }
-                let (mut h, look_further) = r.into_history();
-                if look_further {
-                    h.last_actual = tx.last_actual(id).await.map_err(|e| StoreError::db(what, e))?;
                 }
                 history.insert(id, h);
             }

@@ -89,6 +89,20 @@ async fn push_ok(app: &TestApp, d: &Device, readings: Value) -> Value {
     r.json().await.unwrap()
 }
 
+/// E1 at 1,000, 1,100 and 1,200 on the first of January, February and March 2026.
+async fn push_three_months(app: &TestApp, d: &Device) {
+    push_ok(
+        app,
+        d,
+        json!([
+            r("E1", "electricity", "2026-01-01T00:00:00+08:00", "1000"),
+            r("E1", "electricity", "2026-02-01T00:00:00+08:00", "1100"),
+            r("E1", "electricity", "2026-03-01T00:00:00+08:00", "1200"),
+        ]),
+    )
+    .await;
+}
+
 fn r(meter: &str, utility: &str, at: &str, value: &str) -> Value {
     json!({"meter_no": meter, "utility": utility, "read_at": at, "value": value})
 }
@@ -209,16 +223,7 @@ async fn unsigned_badly_signed_stale_and_replayed_pushes_are_refused() {
 async fn an_implausible_reading_is_held_and_an_operator_accepts_it() {
     let app = spawn_app().await;
     let d = seed(&app.db).await;
-    push_ok(
-        &app,
-        &d,
-        json!([
-            r("E1", "electricity", "2026-01-01T00:00:00+08:00", "1000"),
-            r("E1", "electricity", "2026-02-01T00:00:00+08:00", "1100"),
-            r("E1", "electricity", "2026-03-01T00:00:00+08:00", "1200"),
-        ]),
-    )
-    .await;
+    push_three_months(&app, &d).await;
     // Backwards by 700 on a 6-digit register: not a plausible rollover.
     let out = push_ok(
         &app,
@@ -388,16 +393,7 @@ async fn a_real_reading_after_more_than_a_window_of_estimates_is_measured_from_t
 async fn history_stored_in_another_time_form_is_still_read_whole() {
     let app = spawn_app().await;
     let d = seed(&app.db).await;
-    push_ok(
-        &app,
-        &d,
-        json!([
-            r("E1", "electricity", "2026-01-01T00:00:00+08:00", "1000"),
-            r("E1", "electricity", "2026-02-01T00:00:00+08:00", "1100"),
-            r("E1", "electricity", "2026-03-01T00:00:00+08:00", "1200"),
-        ]),
-    )
-    .await;
+    push_three_months(&app, &d).await;
     if app.db.store.kind() == meterpay::store::BackendKind::Sqlite {
         // A time written by another tool ("YYYY-MM-DD HH:MM:SS", which SQLite and sqlx both
         // read as UTC): SQLite's one-column history no longer parses, and the meter's rows are
