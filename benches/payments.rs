@@ -205,10 +205,11 @@ fn grouping(kind: &str, before: GroupCommitStats, after: GroupCommitStats) {
     let batches = after.batches - before.batches;
     let writes = after.writes - before.writes;
     println!(
-        "{kind}:   group commit: {writes} writes in {batches} transactions (mean {:.1} a transaction, largest {}, {} failed)",
+        "{kind}:   group commit: {writes} writes in {batches} transactions (mean {:.1} a transaction, largest {}, {} failed, {} run again in savepoints)",
         writes as f64 / batches.max(1) as f64,
         after.largest_batch,
-        after.failed_batches - before.failed_batches
+        after.failed_batches - before.failed_batches,
+        after.replayed_batches - before.replayed_batches
     );
 }
 

@@ -204,6 +204,46 @@ async fn bill_rows_must_refer_to_rows_that_exist_and_those_rows_are_kept() {
             ),
         ),
         (
+            "readings of a missing meter",
+            format!(
+                "INSERT INTO bill_readings (bill_id, meter_id, utility, from_reading_id, to_reading_id, from_value_e4, to_value_e4, \
+                 from_at, to_at, from_kind, to_kind, multiplier_e4, usage_e4) \
+                 SELECT (SELECT id FROM bills WHERE account_id <> {a} AND period = '2026-02'), {missing}, utility, from_reading_id, \
+                 to_reading_id, from_value_e4, to_value_e4, from_at, to_at, from_kind, to_kind, multiplier_e4, usage_e4 \
+                 FROM bill_readings WHERE bill_id = {b}",
+                a = b.account_id,
+                b = b.id
+            ),
+        ),
+        (
+            "a reading of a missing meter",
+            format!(
+                "INSERT INTO readings (meter_id, read_at, value_e4, kind, source, status, created_at) \
+                 VALUES ({missing}, '2031-01-01T00:00:00+00:00', 10000, 'actual', 'test', 'valid', '2031-01-01T00:00:00+00:00')"
+            ),
+        ),
+        (
+            "billing state of a missing meter",
+            format!(
+                "INSERT INTO meter_bill_state (meter_id, account_id, reading_id, read_at, value_e4, kind, anchor_reading_id, \
+                 anchor_at, anchor_value_e4, bill_id, updated_at) \
+                 SELECT {missing}, account_id, reading_id, read_at, value_e4, kind, anchor_reading_id, anchor_at, \
+                 anchor_value_e4, bill_id, updated_at FROM meter_bill_state WHERE bill_id = {b} LIMIT 1",
+                b = b.id
+            ),
+        ),
+        (
+            "a bill's closing reading changed to a missing one",
+            format!("UPDATE bill_readings SET to_reading_id = {missing} WHERE bill_id = {}", b.id),
+        ),
+        (
+            "a draft moved to a missing account",
+            format!(
+                "{}; UPDATE bills SET account_id = {missing} WHERE id = (SELECT MAX(id) FROM bills)",
+                draft(b.account_id.to_string(), "NULL", "NULL")
+            ),
+        ),
+        (
             "usage of a missing bill",
             format!(
                 "INSERT INTO bill_usage (bill_id, community_id, account_id, utility, usage_period, quantity_e4) \

@@ -172,6 +172,11 @@ async fn a_failed_write_in_a_group_is_answered_alone_and_the_others_commit() {
         (1, 5),
         "the five writes shared one transaction"
     );
+    assert_eq!(
+        after.replayed_batches - before.replayed_batches,
+        1,
+        "the first attempt, without savepoints, met the refused write and the batch ran again in savepoints"
+    );
     assert!(applied(&paid), "{paid:?}");
     assert_eq!(
         copy.unwrap(),
@@ -305,6 +310,11 @@ async fn many_callbacks_at_once_each_apply_exactly_once_across_the_committers() 
     let results = join_all(calls).await;
     let after = store.group_commit_stats();
     assert_eq!(after.writes - before.writes, 120);
+    assert_eq!(
+        after.replayed_batches - before.replayed_batches,
+        0,
+        "duplicates are answers, not failures: no batch needed its savepoints"
+    );
     assert!(
         after.batches - before.batches < 120,
         "writes handed over together were gathered ({} batches)",
