@@ -10,8 +10,8 @@
 //!   answer), `BENCH_CONCURRENCY` (default 32) at a time, with p50/p99 latency.
 //!
 //! Both go through the group commit (`src/store/group_commit.rs`), which lives inside
-//! `Store::apply_payment`: concurrent applies share a transaction, each in its own savepoint, and
-//! are answered after its one commit. The raw limit is still "the same writes, straight to the
+//! `Store::apply_payment`: concurrent applies share a transaction (the plain payments of a group
+//! applied set-wise, `src/store/payment_batch.rs`) and are answered after its one commit. The raw limit is still "the same writes, straight to the
 //! store" — group commit included, HTTP and verification excluded. After each phase the bench
 //! prints how many transactions carried how many writes (mean and largest batch).
 //!
@@ -205,11 +205,12 @@ fn grouping(kind: &str, before: GroupCommitStats, after: GroupCommitStats) {
     let batches = after.batches - before.batches;
     let writes = after.writes - before.writes;
     println!(
-        "{kind}:   group commit: {writes} writes in {batches} transactions (mean {:.1} a transaction, largest {}, {} failed, {} run again in savepoints)",
+        "{kind}:   group commit: {writes} writes in {batches} transactions (mean {:.1} a transaction, largest {}, {} failed, {} run again in savepoints; {} applied set-wise)",
         writes as f64 / batches.max(1) as f64,
         after.largest_batch,
         after.failed_batches - before.failed_batches,
-        after.replayed_batches - before.replayed_batches
+        after.replayed_batches - before.replayed_batches,
+        after.set_wise_writes - before.set_wise_writes
     );
 }
 

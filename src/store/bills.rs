@@ -640,9 +640,25 @@ fn issue_batch_entry<'a>(
 
 /// Post many balanced entries inside an open transaction: ledger accounts first, then every
 /// line, then every entry (whose insert trigger checks its lines), many rows per statement.
+///
+/// `post_entries_batch_in_tx!(tx, &entries, now)` posts them all at `now`, or with
+/// `posted = &times` each entry at its own time (`times[i]` for `entries[i]`; ledger accounts
+/// created meanwhile are dated `now`).
 macro_rules! post_entries_batch_in_tx {
     ($tx:expr, $entries:expr, $now:expr) => {{
         let entries: &[$crate::ledger::JournalEntry] = $entries;
+        let times = vec![$now; entries.len()];
+        $crate::store::bills::post_entries_batch_in_tx!($tx, entries, $now, posted = &times)
+    }};
+    ($tx:expr, $entries:expr, $now:expr, posted = $posted:expr) => {{
+        let entries: &[$crate::ledger::JournalEntry] = $entries;
+        let posted: &[chrono::DateTime<chrono::Utc>] = $posted;
+        if posted.len() != entries.len() {
+            return Err($crate::store::StoreError::Refused {
+                what: "posting journal entries",
+                reason: format!("{} posting times for {} entries", posted.len(), entries.len()),
+            });
+        }
         let what = "posting journal entries";
         let mut accounts: std::collections::BTreeMap<String, (&'static str, String)> =
             std::collections::BTreeMap::new();
@@ -714,11 +730,12 @@ macro_rules! post_entries_batch_in_tx {
             heads.accounting_date.push(e.accounting_date);
             heads.created_by.push(e.created_by.clone());
         }
+        heads.posted_at.extend_from_slice(posted);
         // Lines first, then the entries (whose insert checks their lines).
         $crate::store::bulk::Bulk::insert_journal_lines(&mut $tx, &lines)
             .await
             .map_err(|e| $crate::store::StoreError::db(what, e))?;
-        $crate::store::bulk::Bulk::insert_journal_entries(&mut $tx, &heads, $now)
+        $crate::store::bulk::Bulk::insert_journal_entries(&mut $tx, &heads)
             .await
             .map_err(|e| $crate::store::StoreError::db(what, e))?;
     }};
@@ -843,6 +860,7 @@ macro_rules! write_bills_in_tx {
 #[doc(hidden)]
 pub struct OpenRow {
     id: i64,
+    account_id: i64,
     kind: String,
     period: String,
     due_date: NaiveDate,
@@ -855,13 +873,24 @@ pub struct OpenRow {
     adjusted: i64,
 }
 
-pub(crate) const OPEN_SQL: &str = "SELECT b.id, b.kind, b.period, b.due_date, b.total_fen, b.disputed, \
-     CAST(COALESCE((SELECT SUM(x.principal_fen) FROM bill_allocations x WHERE x.bill_id = b.id), 0) AS BIGINT) AS principal_paid, \
-     CAST(COALESCE((SELECT SUM(x.late_fee_fen) FROM bill_allocations x WHERE x.bill_id = b.id), 0) AS BIGINT) AS fee_paid, \
-     CAST(COALESCE((SELECT SUM(f.delta_fen) FROM late_fee_postings f WHERE f.bill_id = b.id), 0) AS BIGINT) AS fee, \
-     CAST(COALESCE((SELECT SUM(x.amount_fen) FROM bill_allocations x WHERE x.bill_id = b.id AND x.source <> 'adjustment'), 0) AS BIGINT) AS paid_by_money, \
-     CAST((SELECT COUNT(*) FROM bills c WHERE c.adjusts_bill_id = b.id AND c.status = 'issued') AS BIGINT) AS adjusted \
-     FROM bills b WHERE b.account_id = $1 AND b.status = 'issued'";
+/// The columns of [`OpenRow`], from `bills b`; each user adds its own `WHERE`.
+macro_rules! open_select {
+    () => {
+        "SELECT b.id, b.account_id, b.kind, b.period, b.due_date, b.total_fen, b.disputed, \
+         CAST(COALESCE((SELECT SUM(x.principal_fen) FROM bill_allocations x WHERE x.bill_id = b.id), 0) AS BIGINT) AS principal_paid, \
+         CAST(COALESCE((SELECT SUM(x.late_fee_fen) FROM bill_allocations x WHERE x.bill_id = b.id), 0) AS BIGINT) AS fee_paid, \
+         CAST(COALESCE((SELECT SUM(f.delta_fen) FROM late_fee_postings f WHERE f.bill_id = b.id), 0) AS BIGINT) AS fee, \
+         CAST(COALESCE((SELECT SUM(x.amount_fen) FROM bill_allocations x WHERE x.bill_id = b.id AND x.source <> 'adjustment'), 0) AS BIGINT) AS paid_by_money, \
+         CAST((SELECT COUNT(*) FROM bills c WHERE c.adjusts_bill_id = b.id AND c.status = 'issued') AS BIGINT) AS adjusted \
+         FROM bills b "
+    };
+}
+
+/// One account's issued bills with their amounts.
+pub(crate) const OPEN_SQL: &str = concat!(open_select!(), "WHERE b.account_id = $1 AND b.status = 'issued'");
+
+/// The issued bills of several accounts: append the ids, then `)`.
+pub(crate) const OPEN_SQL_OF_ACCOUNTS: &str = concat!(open_select!(), "WHERE b.status = 'issued' AND b.account_id IN (");
 
 /// A bill with its amounts as they stand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -903,6 +932,11 @@ impl BillStatus {
 }
 
 impl OpenRow {
+    /// The account the bill is for.
+    pub fn account_id(&self) -> i64 {
+        self.account_id
+    }
+
     pub fn into_bill(self) -> OpenBill {
         let allocated = self.principal_paid + self.fee_paid;
         let outstanding = self.total_fen + self.fee - allocated;

@@ -158,6 +158,8 @@ pub(crate) struct JournalEntryCols {
     pub reference: Vec<String>,
     pub memo: Vec<String>,
     pub accounting_date: Vec<NaiveDate>,
+    /// When each was posted (a payment's is the time it was paid).
+    pub posted_at: Vec<DateTime<Utc>>,
     pub created_by: Vec<String>,
 }
 
@@ -187,7 +189,7 @@ pub(crate) trait Bulk: Send {
     async fn issue_bills(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<(), sqlx::Error>;
     async fn upsert_meter_states(&mut self, c: &StateCols, now: DateTime<Utc>) -> Result<(), sqlx::Error>;
     async fn insert_journal_lines(&mut self, c: &JournalLineCols) -> Result<(), sqlx::Error>;
-    async fn insert_journal_entries(&mut self, c: &JournalEntryCols, now: DateTime<Utc>) -> Result<(), sqlx::Error>;
+    async fn insert_journal_entries(&mut self, c: &JournalEntryCols) -> Result<(), sqlx::Error>;
     /// Inserts outbox rows whose key is new; returns `(id, dedupe_key)` of those inserted.
     async fn insert_reminders(
         &mut self,
@@ -439,7 +441,7 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Sqlite> {
         Ok(())
     }
 
-    async fn insert_journal_entries(&mut self, c: &JournalEntryCols, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    async fn insert_journal_entries(&mut self, c: &JournalEntryCols) -> Result<(), sqlx::Error> {
         for r in ranges(c.id.len(), ROWS) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO journal_entries (id, kind, reference, memo, accounting_date, posted_at, created_by) ",
@@ -450,7 +452,7 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Sqlite> {
                     .push_bind(c.reference[i].clone())
                     .push_bind(c.memo[i].clone())
                     .push_bind(c.accounting_date[i])
-                    .push_bind(now)
+                    .push_bind(c.posted_at[i])
                     .push_bind(c.created_by[i].clone());
             });
             qb.build().execute(&mut **self).await?;
@@ -711,12 +713,13 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Postgres> {
         Ok(())
     }
 
-    async fn insert_journal_entries(&mut self, c: &JournalEntryCols, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    async fn insert_journal_entries(&mut self, c: &JournalEntryCols) -> Result<(), sqlx::Error> {
         for r in ranges(c.id.len(), PG_ROWS) {
             sqlx::query(
                 "INSERT INTO journal_entries (id, kind, reference, memo, accounting_date, posted_at, created_by) \
-                 SELECT u.i, u.k, u.r, u.m, u.d, $7, u.c FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[]) \
-                   AS u(i, k, r, m, d, c)",
+                 SELECT u.i, u.k, u.r, u.m, u.d, u.p, u.c \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[], $7::timestamptz[]) \
+                   AS u(i, k, r, m, d, c, p)",
             )
             .bind(&c.id[r.clone()])
             .bind(&c.kind[r.clone()])
@@ -724,7 +727,7 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Postgres> {
             .bind(&c.memo[r.clone()])
             .bind(&c.accounting_date[r.clone()])
             .bind(&c.created_by[r.clone()])
-            .bind(now)
+            .bind(&c.posted_at[r.clone()])
             .execute(&mut **self)
             .await?;
         }

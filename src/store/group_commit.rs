@@ -7,7 +7,9 @@
 //! on SQLite) and runs the writes in it, in arrival order:
 //!
 //! - first straight in the transaction, without savepoints (writes nearly always succeed; a
-//!   savepoint per write cost two statements each, and a subtransaction on PostgreSQL);
+//!   savepoint per write cost two statements each, and a subtransaction on PostgreSQL); a batch
+//!   of payments only has its plain ones applied set-wise first, each step one statement for all
+//!   of them ([`super::payment_batch`]), and the rest one by one after them;
 //! - if a write fails, that attempt is rolled back whole and the batch runs again, each write
 //!   in its own savepoint: one that succeeds is `RELEASE`d, one that fails is `ROLLBACK TO` its
 //!   savepoint, so it leaves nothing behind (on PostgreSQL the rollback also clears the aborted
@@ -48,6 +50,7 @@ use super::payments::{
     apply_payment_postgres, apply_payment_sqlite, apply_refund_postgres, apply_refund_sqlite, record_event_postgres,
     record_event_sqlite, ApplyPayment, ApplyRefund, EventRecord, PaymentApplied, RefundApplied,
 };
+use super::payment_batch::{apply_payments_postgres, apply_payments_sqlite};
 use super::{Backend, BackendKind, StoreError};
 
 /// Most writes gathered into one transaction. PostgreSQL keeps the ids of up to 64
@@ -80,6 +83,9 @@ pub struct GroupCommitStats {
     pub failed_batches: u64,
     /// Batches run a second time, each write in a savepoint, because one write failed.
     pub replayed_batches: u64,
+    /// Payments applied set-wise, with their group (`super::payment_batch`), in batches that
+    /// committed.
+    pub set_wise_writes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +95,7 @@ struct Counters {
     largest: AtomicU64,
     failed: AtomicU64,
     replayed: AtomicU64,
+    set_wise: AtomicU64,
 }
 
 /// The committers of one [`Store`] (shared by its clones).
@@ -126,6 +133,7 @@ impl GroupCommit {
             largest_batch: self.counters.largest.load(Ordering::Relaxed),
             failed_batches: self.counters.failed.load(Ordering::Relaxed),
             replayed_batches: self.counters.replayed.load(Ordering::Relaxed),
+            set_wise_writes: self.counters.set_wise.load(Ordering::Relaxed),
         }
     }
 
@@ -424,26 +432,57 @@ macro_rules! run_job {
 /// second attempt: its error rolls its transaction back, as a transaction of its own always did.
 /// `Err` when the batch as a whole did not commit.
 macro_rules! run_batch {
-    ($begin:expr, $jobs:expr, $replayed:expr, $payment:ident, $refund:ident, $event:ident) => {{
+    ($begin:expr, $jobs:expr, $counters:expr, $set_wise:ident, $payment:ident, $refund:ident, $event:ident) => {{
         let jobs: &mut [Job] = $jobs;
         let what = "committing a group of payment writes";
         let mut tx = $begin.await.map_err(|e| StoreError::db(what, e))?;
         let mut all_ok = true;
-        for job in jobs.iter_mut() {
-            if !run_job!(&mut *tx, job, $payment, $refund, $event) {
-                all_ok = false;
-                break;
+        // A group of payments: the plain ones set-wise, a statement per step for all of them.
+        let mut done = vec![false; jobs.len()];
+        if jobs.len() > 1 && jobs.iter().all(|j| matches!(j, Job::Payment(..))) {
+            let ps: Vec<ApplyPayment<'_>> = jobs
+                .iter()
+                .filter_map(|j| match j {
+                    Job::Payment(w, _) => Some(w.apply()),
+                    _ => None,
+                })
+                .collect();
+            let answers = $set_wise(&mut tx, &ps).await;
+            drop(ps);
+            match answers {
+                Ok(answers) => {
+                    for ((job, answer), done) in jobs.iter_mut().zip(answers).zip(done.iter_mut()) {
+                        if let (Job::Payment(_, p), Some(a)) = (job, answer) {
+                            p.keep(Ok(a));
+                            *done = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(writes = jobs.len(), error = %e, "a group of payments did not apply set-wise; running it one by one");
+                    all_ok = false;
+                }
+            }
+        }
+        if all_ok {
+            for (job, _) in jobs.iter_mut().zip(&done).filter(|(_, d)| !**d) {
+                if !run_job!(&mut *tx, job, $payment, $refund, $event) {
+                    all_ok = false;
+                    break;
+                }
             }
         }
         if all_ok {
             tx.commit().await.map_err(|e| StoreError::db(what, e))?;
+            let n = done.iter().filter(|d| **d).count() as u64;
+            $counters.set_wise.fetch_add(n, Ordering::Relaxed);
             return Ok(());
         }
         let _ = tx.rollback().await;
         if jobs.len() == 1 {
             return Ok(());
         }
-        $replayed.fetch_add(1, Ordering::Relaxed);
+        $counters.replayed.fetch_add(1, Ordering::Relaxed);
         let mut tx = $begin.await.map_err(|e| StoreError::db(what, e))?;
         for job in jobs.iter_mut() {
             let mut sp = sqlx::Connection::begin(&mut *tx)
@@ -464,22 +503,24 @@ macro_rules! run_batch {
     }};
 }
 
-async fn run_sqlite(writer: &sqlx::SqlitePool, jobs: &mut [Job], replayed: &AtomicU64) -> Result<(), StoreError> {
+async fn run_sqlite(writer: &sqlx::SqlitePool, jobs: &mut [Job], counters: &Counters) -> Result<(), StoreError> {
     run_batch!(
         writer.begin_with("BEGIN IMMEDIATE"),
         jobs,
-        replayed,
+        counters,
+        apply_payments_sqlite,
         apply_payment_sqlite,
         apply_refund_sqlite,
         record_event_sqlite
     )
 }
 
-async fn run_postgres(pg: &sqlx::PgPool, jobs: &mut [Job], replayed: &AtomicU64) -> Result<(), StoreError> {
+async fn run_postgres(pg: &sqlx::PgPool, jobs: &mut [Job], counters: &Counters) -> Result<(), StoreError> {
     run_batch!(
         pg.begin(),
         jobs,
-        replayed,
+        counters,
+        apply_payments_postgres,
         apply_payment_postgres,
         apply_refund_postgres,
         record_event_postgres
@@ -492,8 +533,8 @@ async fn committer(backend: Backend, mut rx: mpsc::Receiver<Job>, counters: Arc<
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let n = jobs.len() as u64;
         let result = match &backend {
-            Backend::Sqlite { writer, .. } => run_sqlite(writer, &mut jobs, &counters.replayed).await,
-            Backend::Postgres(pg) => run_postgres(pg, &mut jobs, &counters.replayed).await,
+            Backend::Sqlite { writer, .. } => run_sqlite(writer, &mut jobs, &counters).await,
+            Backend::Postgres(pg) => run_postgres(pg, &mut jobs, &counters).await,
         };
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.writes.fetch_add(n, Ordering::Relaxed);

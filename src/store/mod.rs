@@ -27,6 +27,7 @@ pub mod group_commit;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+mod payment_batch;
 pub mod pages;
 pub mod payments;
 pub mod prepaid;

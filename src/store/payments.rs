@@ -10,9 +10,10 @@
 //! refund number), reversing the payment with new rows (negative allocations), never edits.
 //!
 //! Those two and [`Store::record_payment_event`] — the writes of a callback — are group
-//! committed ([`super::group_commit`]): each runs in its own savepoint of a transaction shared
-//! with the callbacks that arrived meanwhile, and answers only once that transaction committed.
-//! Their work is written once, for both backends, with `on_each_backend!` at the end of this file.
+//! committed ([`super::group_commit`]): they share a transaction with the callbacks that arrived
+//! meanwhile and answer only once it committed; a group's plain payments are applied set-wise
+//! ([`super::payment_batch`]), the rest one by one. The one-by-one work is written once, for both
+//! backends, with `on_each_backend!` at the end of this file.
 
 use std::collections::HashMap;
 
@@ -314,7 +315,18 @@ macro_rules! event_seen_in_tx {
     }};
 }
 
-fn clearing_account(channel: &str, merchant_id: &str) -> Result<LedgerAccount, StoreError> {
+/// A receipt's `bills`: what the payment settled on each bill, as JSON.
+pub(crate) fn receipt_bills(shares: &[Share]) -> String {
+    serde_json::to_string(
+        &shares
+            .iter()
+            .map(|s| serde_json::json!({"bill_id": s.bill_id, "principal_fen": s.principal.get(), "late_fee_fen": s.late_fee.get()}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn clearing_account(channel: &str, merchant_id: &str) -> Result<LedgerAccount, StoreError> {
     let channel = match channel {
         "alipay" => crate::domain::ids::Channel::Alipay,
         "wechatpay" => crate::domain::ids::Channel::Wechatpay,
@@ -1174,16 +1186,7 @@ on_each_backend! {
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::db("marking an order paid", e))?;
-            let bills_json = serde_json::to_string(
-                &allocation
-                    .bills
-                    .iter()
-                    .map(|s| {
-                        serde_json::json!({"bill_id": s.bill_id, "principal_fen": s.principal.get(), "late_fee_fen": s.late_fee.get()})
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or_else(|_| "[]".into());
+            let bills_json = receipt_bills(&allocation.bills);
             sqlx::query(
                 "INSERT INTO payment_receipts (receipt_no, order_id, account_id, amount_fen, channel, gateway_txn_id, bills, \
                  to_credit_fen, paid_at, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

@@ -708,12 +708,13 @@ impl Store {
                     heads.reference.push(reference.clone());
                     heads.memo.push(String::new());
                     heads.accounting_date.push(*date);
+                    heads.posted_at.push(now);
                     heads.created_by.push("bench".into());
                 }
                 tx.insert_journal_lines(&lines)
                     .await
                     .map_err(|e| StoreError::db("bulk-posting journal lines", e))?;
-                tx.insert_journal_entries(&heads, now)
+                tx.insert_journal_entries(&heads)
                     .await
                     .map_err(|e| StoreError::db("bulk-posting journal entries", e))?;
                 Ok::<(), StoreError>(())
