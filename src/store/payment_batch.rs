@@ -161,25 +161,24 @@ macro_rules! set_wise {
                 .await
                 .map_err(|e| StoreError::db("locking the orders of a group of payments", e))?;
             let orders: HashMap<String, OrderRow> = rows.into_iter().map(|o| (o.1.clone(), o)).collect();
-            // 2. Which of their events are stored already (each term is one unique-index probe).
+            // 2. Which of their events are stored already: the keys as a `VALUES` list joined to
+            //    the unique index, one probe each. (An `OR` of the keys, or `event_id IN (…)`
+            //    per merchant, let PostgreSQL's planner scan the merchant's every event while the
+            //    table's statistics were young.)
             let mut seen: HashSet<(String, String, String)> = HashSet::new();
-            if ps.iter().any(|p| p.event.is_some()) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT channel, merchant_id, event_id FROM payment_events WHERE ",
+            let keys: Vec<(&str, &str, &str)> = ps
+                .iter()
+                .filter_map(|p| p.event.as_ref().map(|ev| (p.channel, p.merchant_id, ev.event_id)))
+                .collect();
+            if !keys.is_empty() {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT e.channel, e.merchant_id, e.event_id FROM (");
+                qb.push_values(&keys, |mut b, (channel, merchant_id, event_id)| {
+                    b.push_bind(*channel).push_bind(*merchant_id).push_bind(*event_id);
+                });
+                qb.push(
+                    ") AS v JOIN payment_events e \
+                     ON e.channel = v.column1 AND e.merchant_id = v.column2 AND e.event_id = v.column3",
                 );
-                let mut first = true;
-                for p in ps {
-                    if let Some(ev) = &p.event {
-                        qb.push(if first { "(channel = " } else { " OR (channel = " });
-                        qb.push_bind(p.channel)
-                            .push(" AND merchant_id = ")
-                            .push_bind(p.merchant_id)
-                            .push(" AND event_id = ")
-                            .push_bind(ev.event_id)
-                            .push(")");
-                        first = false;
-                    }
-                }
                 let rows: Vec<(String, String, String)> = qb
                     .build_query_as()
                     .fetch_all(&mut **tx)
