@@ -58,14 +58,14 @@ use super::{Backend, BackendKind, StoreError};
 /// other session's visibility checks take a slow path, so a batch stays within it.
 pub const MAX_BATCH: usize = 64;
 
-/// Committers on PostgreSQL (each holds one pooled connection while it runs a batch). Why four:
-/// measured with `benches/payments.rs` (`BENCH_PG_LANES`, 1,500 callbacks, 32 at a time, on the
-/// 2-core machine while another build ran, so rough), raw apply limit: 1 lane 549/s (every
-/// statement of every callback in series on one connection: round trips bound it), 2 lanes
-/// 803/s, **4 lanes 933/s**, 8 lanes 872/s, 32 lanes — in effect a transaction per callback,
-/// 1.2 writes a commit — 680/s. Past four, the commits saved no longer pay for the CPU that
-/// more concurrent sessions take on two cores.
-pub const POSTGRES_LANES: usize = 4;
+/// Committers on PostgreSQL (each holds one pooled connection while it runs a batch). Why two:
+/// measured with `benches/payments.rs` (`BENCH_PG_LANES`, 3,000 callbacks, 32 at a time, quiet
+/// 2-core machine, 2026-12-03, with the set-wise apply and sqlx 0.9.1's `TCP_NODELAY`), raw
+/// apply limit / end to end: 1 lane 1,199 / 1,085 per second (one connection's round trips in
+/// series bound it), **2 lanes 1,745–1,767 / 1,508–1,554**, 4 lanes 1,645 / 1,425, 8 lanes
+/// 1,121 / 994 (batches of 2.5, less set-wise). Before the set-wise apply, with a statement per
+/// step of every payment, four were best.
+pub const POSTGRES_LANES: usize = 2;
 
 /// Writes waiting for a committer, per lane, before callers wait to hand theirs over.
 const QUEUE: usize = 1024;
