@@ -890,7 +890,8 @@ macro_rules! open_select {
 pub(crate) const OPEN_SQL: &str = concat!(open_select!(), "WHERE b.account_id = $1 AND b.status = 'issued'");
 
 /// The issued bills of several accounts: append the ids, then `)`.
-pub(crate) const OPEN_SQL_OF_ACCOUNTS: &str = concat!(open_select!(), "WHERE b.status = 'issued' AND b.account_id IN (");
+pub(crate) const OPEN_SQL_OF_ACCOUNTS: &str =
+    concat!(open_select!(), "WHERE b.status = 'issued' AND b.account_id IN (");
 
 /// A bill with its amounts as they stand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -46,11 +46,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::payment_batch::{apply_payments_postgres, apply_payments_sqlite};
 use super::payments::{
     apply_payment_postgres, apply_payment_sqlite, apply_refund_postgres, apply_refund_sqlite, record_event_postgres,
     record_event_sqlite, ApplyPayment, ApplyRefund, EventRecord, PaymentApplied, RefundApplied,
 };
-use super::payment_batch::{apply_payments_postgres, apply_payments_sqlite};
 use super::{Backend, BackendKind, StoreError};
 
 /// Most writes gathered into one transaction. PostgreSQL keeps the ids of up to 64

@@ -69,7 +69,11 @@ fn plain<'a>(
                 None => true,
                 Some(ev) => {
                     event_uses[&(p.channel, p.merchant_id, ev.event_id)] == 1
-                        && !seen.contains(&(p.channel.to_string(), p.merchant_id.to_string(), ev.event_id.to_string()))
+                        && !seen.contains(&(
+                            p.channel.to_string(),
+                            p.merchant_id.to_string(),
+                            ev.event_id.to_string(),
+                        ))
                 }
             };
             let ok = event_ok
