@@ -32,8 +32,9 @@
 //! so every write about one order (copies of a callback, its refunds) meets in one committer
 //! and never waits for another lane's lock on that order. Two lanes can still wait on each
 //! other's account rows (two live orders of one account paid at the same moment); PostgreSQL
-//! breaks such a deadlock by failing one statement, which is inside a savepoint: that write
-//! alone gets the error and is delivered again.
+//! breaks such a deadlock by failing one statement: that attempt is rolled back and run again
+//! one by one in savepoints, where a write that still fails alone gets the error and is
+//! delivered again. (The set-wise step locks a batch's accounts in one statement, in id order.)
 //!
 //! Committers are spawned on first use, on the runtime of the caller, and end when the last
 //! clone of the [`Store`] is dropped; one that stopped (its runtime shut down) is replaced by
