@@ -34,7 +34,7 @@
 //! other's account rows (two live orders of one account paid at the same moment); PostgreSQL
 //! breaks such a deadlock by failing one statement: that attempt is rolled back and run again
 //! one by one in savepoints, where a write that still fails alone gets the error and is
-//! delivered again. (The set-wise step locks a batch's accounts in one statement, in id order.)
+//! delivered again. (The set-wise step locks a batch's accounts with one statement.)
 //!
 //! Committers are spawned on first use, on the runtime of the caller, and end when the last
 //! clone of the [`Store`] is dropped; one that stopped (its runtime shut down) is replaced by

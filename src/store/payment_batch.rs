@@ -197,7 +197,7 @@ macro_rules! set_wise {
             if fast.is_empty() {
                 return Ok(out);
             }
-            // 3. Lock their accounts (in id order) with the settings allocation needs.
+            // 3. Lock their accounts with the settings allocation needs.
             let mut accounts: Vec<i64> = fast.iter().map(|(_, o)| o.2).collect();
             accounts.sort_unstable();
             let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE accounts SET status = status WHERE id IN (");
