@@ -1111,6 +1111,66 @@ pub struct PaymentAllocation {
     pub entry_id: uuid::Uuid,
 }
 
+/// The allocation settings of a community as the payment's account lock reads them
+/// (`billing_settings.allocation_order`, `penalty_first`; no row: the defaults, as
+/// `billing_settings_in_tx!` gives).
+pub(crate) fn allocation_settings(
+    allocation_order: Option<String>,
+    penalty_first: Option<bool>,
+) -> super::billing_settings::BillingSettings {
+    match allocation_order {
+        Some(order) => super::billing_settings::BillingSettings {
+            allocation_order: AllocationOrder::parse(&order).unwrap_or(AllocationOrder::OldestFirst),
+            penalty_first: penalty_first.unwrap_or(false),
+            ..Default::default()
+        },
+        None => super::billing_settings::BillingSettings::default(),
+    }
+}
+
+/// Spread a payment of `amount` over `items` (the account's bills with something outstanding)
+/// by the community's rule, and build its balanced entry of `kind` / `payment_ref`, dated `at`:
+/// debit `clearing` by `amount`, credit `receivable:{account}` by what the bills took and
+/// `credit:{account}` by the overpayment. Shared by the one-by-one apply
+/// ([`allocate_payment_in_tx!`]) and the set-wise one (`super::payment_batch`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_payment(
+    kind: &str,
+    account_id: i64,
+    amount: Fen,
+    payment_ref: &str,
+    clearing: &LedgerAccount,
+    settings: &super::billing_settings::BillingSettings,
+    items: &[OpenItem],
+    at: DateTime<Utc>,
+) -> Result<(PaymentAllocation, JournalEntry), StoreError> {
+    let (shares, left) = plan_allocation(items, amount, settings.allocation_order, settings.penalty_first);
+    let to_bills: i64 = shares.iter().map(|s| s.total().get()).sum();
+    let mut lines = vec![(clearing.clone(), amount)];
+    if to_bills > 0 {
+        lines.push((LedgerAccount::Receivable { account_id }, Fen::new(-to_bills)));
+    }
+    if left.is_positive() {
+        lines.push((LedgerAccount::CustomerCredit { account_id }, Fen::new(-left.get())));
+    }
+    let entry =
+        JournalEntry::new(kind, payment_ref, cst_date(at), format!("payment:{payment_ref}"), lines).map_err(|e| {
+            StoreError::Refused {
+                what: "allocating a payment",
+                reason: e.to_string(),
+            }
+        })?;
+    let allocation = PaymentAllocation {
+        payment_ref: payment_ref.to_string(),
+        account_id,
+        amount_fen: amount.get(),
+        bills: shares,
+        to_credit_fen: left.get(),
+        entry_id: entry.id,
+    };
+    Ok((allocation, entry))
+}
+
 /// Settle an account's open bills with a payment, inside a transaction the caller opened.
 ///
 /// `allocate_payment_in_tx!($tx, account_id: i64, amount: Fen, payment_ref: &str,
@@ -1158,66 +1218,33 @@ macro_rules! allocate_payment_in_tx {
         .map_err(|e| $crate::store::StoreError::db(what, e))?;
         let (_community_id, allocation_order, penalty_first) =
             locked.ok_or_else(|| $crate::store::StoreError::NotFound(format!("account {account_id}")))?;
-        // As `billing_settings_in_tx!` reads them: a community without settings has the defaults.
-        let settings = match allocation_order {
-            Some(order) => $crate::store::billing_settings::BillingSettings {
-                allocation_order: $crate::domain::late_fee::AllocationOrder::parse(&order)
-                    .unwrap_or($crate::domain::late_fee::AllocationOrder::OldestFirst),
-                penalty_first: penalty_first.unwrap_or(false),
-                ..Default::default()
-            },
-            None => $crate::store::billing_settings::BillingSettings::default(),
-        };
+        let settings = $crate::store::bills::allocation_settings(allocation_order, penalty_first);
         let bills = $crate::store::bills::account_bills_in_tx!($tx, account_id);
         let items: Vec<$crate::domain::late_fee::OpenItem> = bills
             .iter()
             .filter(|b| b.outstanding_fen > 0)
             .map(|b| b.to_item())
             .collect();
-        let (shares, left) =
-            $crate::domain::late_fee::plan(&items, amount, settings.allocation_order, settings.penalty_first);
+        let (allocation, entry) = $crate::store::bills::plan_payment(
+            $kind,
+            account_id,
+            amount,
+            payment_ref,
+            clearing,
+            &settings,
+            &items,
+            now,
+        )?;
         $crate::store::bills::insert_allocations_in_tx!(
             $tx,
             account_id,
-            &shares,
+            &allocation.bills,
             "payment",
             payment_ref.to_string(),
             now
         );
-        let to_bills: i64 = shares.iter().map(|s| s.total().get()).sum();
-        let mut lines = vec![(clearing.clone(), amount)];
-        if to_bills > 0 {
-            lines.push((
-                $crate::ledger::LedgerAccount::Receivable { account_id },
-                $crate::domain::Fen::new(-to_bills),
-            ));
-        }
-        if left.is_positive() {
-            lines.push((
-                $crate::ledger::LedgerAccount::CustomerCredit { account_id },
-                $crate::domain::Fen::new(-left.get()),
-            ));
-        }
-        let entry = $crate::ledger::JournalEntry::new(
-            $kind,
-            payment_ref,
-            $crate::domain::period::cst_date(now),
-            format!("payment:{payment_ref}"),
-            lines,
-        )
-        .map_err(|e| $crate::store::StoreError::Refused {
-            what,
-            reason: e.to_string(),
-        })?;
         $crate::store::ledger::post_entry_in_tx!($tx, &entry, now);
-        $crate::store::bills::PaymentAllocation {
-            payment_ref: payment_ref.to_string(),
-            account_id,
-            amount_fen: amount.get(),
-            bills: shares,
-            to_credit_fen: left.get(),
-            entry_id: entry.id,
-        }
+        allocation
     }};
     ($tx:expr, $account_id:expr, $amount:expr, $payment_ref:expr, $clearing:expr, $now:expr) => {
         $crate::store::bills::allocate_payment_in_tx!(

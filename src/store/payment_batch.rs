@@ -18,8 +18,9 @@
 //! none of it shares an order, an event or an account with what was applied here, so running it
 //! after gives what arrival order would have.
 //!
-//! Every write here is the same row the one-by-one apply writes (same allocation rule, same
-//! journal entry with the payment time as its posting time, same receipt, same event row). Any
+//! Every write here is the same row the one-by-one apply writes: the decision uses its
+//! mismatch check (`payments::payment_mismatch`), the allocation and journal entry come from the
+//! same `bills::plan_payment`, posted at the payment time; same receipt, same event row. Any
 //! error — a statement refused, an event already stored after all — is returned and the
 //! committer rolls the whole attempt back and runs the batch one by one in savepoints, so this
 //! path can only ever be faster, never different.
@@ -29,13 +30,15 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::billing_settings::BillingSettings;
-use super::bills::{post_entries_batch_in_tx, OpenRow, PaymentAllocation, OPEN_SQL_OF_ACCOUNTS};
-use super::payments::{clearing_account, receipt_bills, receipt_no, ApplyPayment, PaymentApplied};
+use super::bills::{
+    allocation_settings, plan_payment, post_entries_batch_in_tx, OpenRow, PaymentAllocation, OPEN_SQL_OF_ACCOUNTS,
+};
+use super::payments::{clearing_account, payment_mismatch, receipt_bills, receipt_no, ApplyPayment, PaymentApplied};
 use super::StoreError;
-use crate::domain::late_fee::{plan, AllocationOrder, OpenItem, Share};
+use crate::domain::late_fee::{OpenItem, Share};
 use crate::domain::period::cst_date;
 use crate::domain::Fen;
-use crate::ledger::{JournalEntry, LedgerAccount};
+use crate::ledger::JournalEntry;
 
 /// The journal kind a payment posts (as the one-by-one apply does).
 const KIND: &str = "payment.apply";
@@ -82,55 +85,10 @@ fn plain<'a>(
                 && account_uses[account_id] == 1
                 && status != "paid"
                 && status != "closed"
-                && channel == p.channel
-                && merchant_id == p.merchant_id
-                && p.reported_merchant_id == merchant_id
-                && p.amount_fen == *amount_fen;
+                && payment_mismatch(p, channel, merchant_id, *amount_fen).is_none();
             ok.then_some(o)
         })
         .collect()
-}
-
-/// Allocate one plain payment over its account's bills and build its journal entry, as
-/// `allocate_payment_in_tx!` does (the payment time is the allocation's time).
-fn allocate(
-    p: &ApplyPayment<'_>,
-    account_id: i64,
-    settings: &BillingSettings,
-    bills: &[OpenItem],
-) -> Result<(PaymentAllocation, JournalEntry), StoreError> {
-    let what = "allocating a payment";
-    let amount = Fen::new(p.amount_fen);
-    let clearing = clearing_account(p.channel, p.merchant_id)?;
-    let (shares, left) = plan(bills, amount, settings.allocation_order, settings.penalty_first);
-    let to_bills: i64 = shares.iter().map(|s| s.total().get()).sum();
-    let mut lines = vec![(clearing, amount)];
-    if to_bills > 0 {
-        lines.push((LedgerAccount::Receivable { account_id }, Fen::new(-to_bills)));
-    }
-    if left.is_positive() {
-        lines.push((LedgerAccount::CustomerCredit { account_id }, Fen::new(-left.get())));
-    }
-    let entry = JournalEntry::new(
-        KIND,
-        p.order_no,
-        cst_date(p.paid_at),
-        format!("payment:{}", p.order_no),
-        lines,
-    )
-    .map_err(|e| StoreError::Refused {
-        what,
-        reason: e.to_string(),
-    })?;
-    let allocation = PaymentAllocation {
-        payment_ref: p.order_no.to_string(),
-        account_id,
-        amount_fen: amount.get(),
-        bills: shares,
-        to_credit_fen: left.get(),
-        entry_id: entry.id,
-    };
-    Ok((allocation, entry))
 }
 
 /// One function per backend from one body (both take the batch's own transaction).
@@ -217,18 +175,7 @@ macro_rules! set_wise {
                 .map_err(|e| StoreError::db(what, e))?;
             let settings: HashMap<i64, BillingSettings> = rows
                 .into_iter()
-                .map(|(id, order, penalty_first)| {
-                    // As `billing_settings_in_tx!` reads them: no settings, the defaults.
-                    let s = match order {
-                        Some(order) => BillingSettings {
-                            allocation_order: AllocationOrder::parse(&order).unwrap_or(AllocationOrder::OldestFirst),
-                            penalty_first: penalty_first.unwrap_or(false),
-                            ..Default::default()
-                        },
-                        None => BillingSettings::default(),
-                    };
-                    (id, s)
-                })
+                .map(|(id, order, penalty_first)| (id, allocation_settings(order, penalty_first)))
                 .collect();
             // 4. The orders' bills are theirs no more.
             let mut qb = sqlx::QueryBuilder::<$db>::new("DELETE FROM payment_bill_locks WHERE order_id IN (");
@@ -272,7 +219,17 @@ macro_rules! set_wise {
                     .get(&account_id)
                     .ok_or_else(|| StoreError::NotFound(format!("account {account_id}")))?;
                 let bills = open.get(&account_id).map(Vec::as_slice).unwrap_or(&[]);
-                let (allocation, entry) = allocate(p, account_id, s, bills)?;
+                let clearing = clearing_account(p.channel, p.merchant_id)?;
+                let (allocation, entry) = plan_payment(
+                    KIND,
+                    account_id,
+                    Fen::new(p.amount_fen),
+                    p.order_no,
+                    &clearing,
+                    s,
+                    bills,
+                    p.paid_at,
+                )?;
                 planned.push((*i, o.0, allocation));
                 entries.push(entry);
                 posted.push(p.paid_at);

@@ -326,6 +326,37 @@ pub(crate) fn receipt_bills(shares: &[Share]) -> String {
     .unwrap_or_else(|_| "[]".into())
 }
 
+/// Why a payment must not be applied to the order it names (`(flag kind, detail)`), or `None`:
+/// the channel, the merchant it was verified for and the merchant it names must all be the
+/// order's, and the amount the order's.
+pub(crate) fn payment_mismatch(
+    p: &ApplyPayment<'_>,
+    channel: &str,
+    merchant_id: &str,
+    amount_fen: i64,
+) -> Option<(&'static str, String)> {
+    if channel != p.channel || merchant_id != p.merchant_id || p.reported_merchant_id != merchant_id {
+        Some((
+            "merchant_mismatch",
+            format!(
+                "the payment names {} merchant {:?} (notified at {:?}) but the order belongs to {channel} merchant {merchant_id:?}",
+                p.channel, p.reported_merchant_id, p.merchant_id
+            ),
+        ))
+    } else if p.amount_fen != amount_fen {
+        Some((
+            "amount_mismatch",
+            format!(
+                "the gateway reports {} paid but the order is for {}",
+                Fen::new(p.amount_fen),
+                Fen::new(amount_fen)
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
 pub(crate) fn clearing_account(channel: &str, merchant_id: &str) -> Result<LedgerAccount, StoreError> {
     let channel = match channel {
         "alipay" => crate::domain::ids::Channel::Alipay,
@@ -1100,29 +1131,7 @@ on_each_backend! {
             if seen > 0 {
                 break 'body Ok(PaymentApplied::DuplicateEvent);
             }
-            let mismatch = if channel != p.channel
-                || merchant_id != p.merchant_id
-                || p.reported_merchant_id != merchant_id
-            {
-                Some((
-                    "merchant_mismatch",
-                    format!(
-                        "the payment names {} merchant {:?} (notified at {:?}) but the order belongs to {channel} merchant {merchant_id:?}",
-                        p.channel, p.reported_merchant_id, p.merchant_id
-                    ),
-                ))
-            } else if p.amount_fen != amount_fen {
-                Some((
-                    "amount_mismatch",
-                    format!(
-                        "the gateway reports {} paid but the order is for {}",
-                        Fen::new(p.amount_fen),
-                        Fen::new(amount_fen)
-                    ),
-                ))
-            } else {
-                None
-            };
+            let mismatch = payment_mismatch(p, &channel, &merchant_id, amount_fen);
             if let Some((kind, detail)) = mismatch {
                 if let Some(ev) = &p.event {
                     let _ = insert_event_in_tx!(tx, p.channel, p.merchant_id, ev, p.order_no, None, kind, p.now);
