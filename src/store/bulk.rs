@@ -282,7 +282,12 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Sqlite> {
         c: &BillCols,
         k: &BillCommon<'_>,
     ) -> Result<Vec<(i64, i64, String, Option<i64>)>, sqlx::Error> {
-        let mut out = Vec::with_capacity(c.account_id.len());
+        // The new bills come back as one packed value, not a `RETURNING` row each (see
+        // `store::packed`); as for readings, the rows above the largest id before the insert
+        // are exactly these, this being the one writer.
+        let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM bills")
+            .fetch_one(&mut **self)
+            .await?;
         for r in ranges(c.account_id.len(), ROWS) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO bills (community_id, account_id, period, kind, adjusts_bill_id, reason, status, total_fen, due_date, run_id, created_at, created_by) ",
@@ -301,8 +306,22 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Sqlite> {
                     .push_bind(k.now)
                     .push_bind(k.actor.to_string());
             });
-            qb.push(" RETURNING id, account_id, kind, adjusts_bill_id");
-            out.extend(qb.build_query_as().fetch_all(&mut **self).await?);
+            qb.build().execute(&mut **self).await?;
+        }
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(id, account_id, kind, adjusts_bill_id)) FROM bills WHERE id > $1",
+        )
+        .bind(before)
+        .fetch_one(&mut **self)
+        .await?;
+        let out: Vec<(i64, i64, String, Option<i64>)> =
+            crate::store::packed::unpack(text.as_deref()).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        if out.len() != c.account_id.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "inserted {} bills but found {} new ones",
+                c.account_id.len(),
+                out.len()
+            )));
         }
         Ok(out)
     }

@@ -27,6 +27,7 @@ pub mod group_commit;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub(crate) mod packed;
 pub mod pages;
 mod payment_batch;
 pub mod payments;
