@@ -29,7 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::{insert_audit, AuditRecord};
 use super::billing_settings::billing_settings_in_tx;
-use super::{in_tx, on_read, Store, StoreError};
+use futures::StreamExt as _;
+
+use super::packed::{self, fetch_rows};
+use super::{in_tx, on_read, Backend, Store, StoreError};
 use crate::billing::engine::{
     needs_rerate, plan_account, AccountInput, AccountPlan, BillPlan, ChainReading, EstimatedBill, MeterInput,
     MeterState, TariffBook,
@@ -44,6 +47,11 @@ use crate::ledger::{JournalEntry, LedgerAccount};
 
 /// Rows per multi-row INSERT (well under both backends' bind-parameter limits).
 pub(crate) const ROWS: usize = 1000;
+/// Bill-run chunks in flight at once on PostgreSQL (one per core of the 2-core machine the
+/// figures in the README come from).
+pub(crate) const PG_BILL_RUN_LANES: usize = 2;
+/// The advisory-lock class of a community's bill run (`pg_advisory_xact_lock(class << 32 | id)`).
+const BILL_RUN_LOCK_CLASS: i64 = 0x6d70_6272; // "mpbr"
 
 /// Options of a bill run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +111,22 @@ pub struct CommunityRun {
     pub alerts: usize,
 }
 
+impl CommunityRun {
+    /// Add what one chunk did.
+    fn absorb(&mut self, counts: CommunityRun) {
+        self.accounts += counts.accounts;
+        self.bills_issued += counts.bills_issued;
+        self.adjustment_bills += counts.adjustment_bills;
+        self.already_billed += counts.already_billed;
+        self.without_new_readings += counts.without_new_readings;
+        self.skipped.extend(counts.skipped);
+        self.total_fen += counts.total_fen;
+        self.adjustments_fen += counts.adjustments_fen;
+        self.settled_from_credit_fen += counts.settled_from_credit_fen;
+        self.alerts += counts.alerts;
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -145,17 +169,18 @@ impl RunReport {
     }
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Deserialize)]
 struct AccountRow {
     id: i64,
     code: String,
     customer_class: String,
     opened_on: Option<NaiveDate>,
     area_m2_e2: Option<i64>,
+    #[serde(deserialize_with = "packed::opt_bool")]
     occupied: Option<bool>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Deserialize)]
 struct MeterRow {
     id: i64,
     account_id: i64,
@@ -165,23 +190,26 @@ struct MeterRow {
     multiplier_e4: i64,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Deserialize)]
 struct StateRow {
     meter_id: i64,
     reading_id: i64,
+    #[serde(deserialize_with = "packed::time")]
     read_at: DateTime<Utc>,
     value_e4: i64,
     kind: String,
     anchor_reading_id: i64,
+    #[serde(deserialize_with = "packed::time")]
     anchor_at: DateTime<Utc>,
     anchor_value_e4: i64,
     anchor_period: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Deserialize)]
 struct ReadingLite {
     id: i64,
     meter_id: i64,
+    #[serde(deserialize_with = "packed::time")]
     read_at: DateTime<Utc>,
     value_e4: i64,
     kind: String,
@@ -194,7 +222,7 @@ struct RegisterRow {
     value_e4: i64,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Deserialize)]
 struct HistRow {
     account_id: i64,
     utility: String,
@@ -297,64 +325,73 @@ struct ChunkData {
 
 /// Load a chunk: the next `$limit` active accounts of the community after account id `$after`.
 macro_rules! load_chunk {
-    ($tx:expr, $community_id:expr, $after:expr, $limit:expr, $period:expr) => {{
+    ($tx:expr, $community_id:expr, $after:expr, $upto:expr, $limit:expr, $period:expr) => {{
         let what = "loading accounts for a bill run";
         let period: Period = $period;
         let end = period.end_utc();
         let mut data = ChunkData::default();
-        data.accounts = sqlx::query_as::<_, AccountRow>(
-            "SELECT a.id, a.code, a.customer_class, a.opened_on, p.area_m2_e2, p.occupied FROM accounts a \
-             LEFT JOIN premises p ON p.id = a.premises_id \
-             WHERE a.community_id = $1 AND a.status = 'active' AND a.id > $2 ORDER BY a.id LIMIT $3",
-        )
-        .bind($community_id)
-        .bind($after)
-        .bind($limit as i64)
-        .fetch_all(&mut *$tx)
-        .await
-        .map_err(|e| StoreError::db(what, e))?;
+        // Row by row on PostgreSQL, one packed value on SQLite (see `store::packed`), which
+        // does not promise an order: what needs one is sorted here.
+        data.accounts = fetch_rows!(
+            $tx,
+            what,
+            AccountRow,
+            &["a.id", "a.code", "a.customer_class", "a.opened_on", "p.area_m2_e2", "p.occupied"],
+            "FROM accounts a LEFT JOIN premises p ON p.id = a.premises_id \
+             WHERE a.community_id = $1 AND a.status = 'active' AND a.id > $2 AND a.id <= $4 ORDER BY a.id LIMIT $3",
+            [$community_id, $after, $limit, $upto]
+        );
+        data.accounts.sort_unstable_by_key(|a| a.id);
         if let (Some(first), Some(last)) = (data.accounts.first(), data.accounts.last()) {
             let (lo, hi) = (first.id, last.id);
-            for m in sqlx::query_as::<_, MeterRow>(
-                "SELECT id, account_id, meter_no, utility, digit_count, multiplier_e4 FROM meters \
-                 WHERE community_id = $1 AND account_id BETWEEN $2 AND $3 ORDER BY account_id, utility, id",
-            )
-            .bind($community_id)
-            .bind(lo)
-            .bind(hi)
-            .fetch_all(&mut *$tx)
-            .await
-            .map_err(|e| StoreError::db(what, e))?
-            {
+            let mut meters: Vec<MeterRow> = fetch_rows!(
+                $tx,
+                what,
+                MeterRow,
+                &["id", "account_id", "meter_no", "utility", "digit_count", "multiplier_e4"],
+                "FROM meters WHERE community_id = $1 AND account_id BETWEEN $2 AND $3",
+                [$community_id, lo, hi]
+            );
+            meters.sort_unstable_by(|a, b| (a.account_id, &a.utility, a.id).cmp(&(b.account_id, &b.utility, b.id)));
+            for m in meters {
                 data.meters.entry(m.account_id).or_default().push(m);
             }
-            for s in sqlx::query_as::<_, StateRow>(
-                "SELECT meter_id, reading_id, read_at, value_e4, kind, anchor_reading_id, anchor_at, anchor_value_e4, anchor_period \
-                 FROM meter_bill_state WHERE account_id BETWEEN $1 AND $2",
-            )
-            .bind(lo)
-            .bind(hi)
-            .fetch_all(&mut *$tx)
-            .await
-            .map_err(|e| StoreError::db(what, e))?
-            {
+            let states: Vec<StateRow> = fetch_rows!(
+                $tx,
+                what,
+                StateRow,
+                &[
+                    "meter_id",
+                    "reading_id",
+                    "read_at",
+                    "value_e4",
+                    "kind",
+                    "anchor_reading_id",
+                    "anchor_at",
+                    "anchor_value_e4",
+                    "anchor_period"
+                ],
+                "FROM meter_bill_state WHERE account_id BETWEEN $1 AND $2",
+                [lo, hi]
+            );
+            for s in states {
                 data.states.insert(s.meter_id, s);
             }
             // Driven by the chunk's meters (an index seek per meter on (meter_id, read_at)).
             const READ_FILTER: &str = "FROM readings r LEFT JOIN meter_bill_state s ON s.meter_id = r.meter_id \
                  WHERE r.meter_id IN (SELECT m.id FROM meters m WHERE m.account_id BETWEEN $2 AND $3 AND m.community_id = $1) \
                  AND r.status = 'valid' AND r.read_at < $4 AND (s.meter_id IS NULL OR r.read_at >= s.anchor_at)";
-            for r in sqlx::query_as::<_, ReadingLite>(sqlx::AssertSqlSafe(format!(
-                "SELECT r.id, r.meter_id, r.read_at, r.value_e4, r.kind {READ_FILTER} ORDER BY r.meter_id, r.read_at"
-            )))
-            .bind($community_id)
-            .bind(lo)
-            .bind(hi)
-            .bind(end)
-            .fetch_all(&mut *$tx)
-            .await
-            .map_err(|e| StoreError::db(what, e))?
-            {
+            let mut readings: Vec<ReadingLite> = fetch_rows!(
+                $tx,
+                what,
+                ReadingLite,
+                &["r.id", "r.meter_id", "r.read_at", "r.value_e4", "r.kind"],
+                READ_FILTER,
+                [$community_id, lo, hi, end]
+            );
+            // A meter's readings in time order (one meter never has two at one time).
+            readings.sort_unstable_by_key(|r| (r.meter_id, r.read_at));
+            for r in readings {
                 data.readings.entry(r.meter_id).or_default().push(r);
             }
             let any_registers: Option<i64> = sqlx::query_scalar("SELECT reading_id FROM reading_registers LIMIT 1")
@@ -380,19 +417,16 @@ macro_rules! load_chunk {
                     }
                 }
             }
-            for h in sqlx::query_as::<_, HistRow>(
-                "SELECT account_id, utility, usage_period, CAST(SUM(quantity_e4) AS BIGINT) AS quantity_e4 FROM bill_usage \
-                 WHERE account_id BETWEEN $1 AND $2 AND usage_period >= $3 AND usage_period < $4 \
+            let history: Vec<HistRow> = fetch_rows!(
+                $tx,
+                what,
+                HistRow,
+                &["account_id", "utility", "usage_period", "CAST(SUM(quantity_e4) AS BIGINT) AS quantity_e4"],
+                "FROM bill_usage WHERE account_id BETWEEN $1 AND $2 AND usage_period >= $3 AND usage_period < $4 \
                  GROUP BY account_id, utility, usage_period",
-            )
-            .bind(lo)
-            .bind(hi)
-            .bind(period.plus_months(-24).to_string())
-            .bind(period.to_string())
-            .fetch_all(&mut *$tx)
-            .await
-            .map_err(|e| StoreError::db(what, e))?
-            {
+                [lo, hi, period.plus_months(-24).to_string(), period.to_string()]
+            );
+            for h in history {
                 if let (Ok(u), Ok(p)) = (h.utility.parse::<Utility>(), Period::parse(&h.usage_period)) {
                     data.history.entry(h.account_id).or_default().insert((u, p), dec4(h.quantity_e4));
                 }
@@ -1467,296 +1501,349 @@ impl Store {
                 Some(id)
             };
             run.run_id = run_id;
-            let mut after = 0i64;
-            loop {
-                let chunk = opts.chunk.max(1);
-                let (last, counts) = in_tx!(self, "running bills", |tx| 'chunk: {
-                    // Runs of one community take turns (PostgreSQL row lock; SQLite has one writer).
-                    sqlx::query("UPDATE communities SET code = code WHERE id = $1")
-                        .bind(c.id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| StoreError::db("locking the community for a bill run", e))?;
-                    let t_load = std::time::Instant::now();
-                    let data = load_chunk!(tx, c.id, after, chunk, opts.period);
-                    let load_ms = t_load.elapsed().as_millis();
-                    let t_plan = std::time::Instant::now();
-                    let Some(last) = data.accounts.last().map(|a| a.id) else {
-                        break 'chunk Ok::<_, StoreError>((None, CommunityRun::default()));
-                    };
-                    let mut counts = CommunityRun::default();
-                    let mut to_write: Vec<ToWrite> = Vec::new();
-                    let mut states: Vec<(i64, i64, MeterState)> = Vec::new();
-                    let mut alerts: Vec<(i64, crate::billing::engine::AlertPlan)> = Vec::new();
-                    for a in &data.accounts {
-                        counts.accounts += 1;
-                        if data.billed.contains(&a.id) {
-                            counts.already_billed += 1;
-                            continue;
-                        }
-                        let meters = match meter_inputs(&data, a.id) {
-                            Ok(m) => m,
-                            Err(reason) => {
-                                counts.skipped.push(Skipped {
-                                    account_code: a.code.clone(),
-                                    reason,
-                                });
+            let chunk = opts.chunk.max(1);
+            // What every chunk reads, borrowed by the chunk body below (on PostgreSQL two chunks
+            // run at once and share them).
+            let (c, tariffs, settings) = (&c, &tariffs, &settings);
+            // One chunk in the transaction `$tx`: the active accounts with `$after < id <= $upto`,
+            // at most `$limit` of them — load, plan, write. Its value: the last account id it
+            // saw (`None`: no accounts) and what it did.
+            macro_rules! bill_chunk {
+                ($tx:ident, $after:expr, $upto:expr, $limit:expr) => {{
+                    let after: i64 = $after;
+                    let upto: i64 = $upto;
+                    let limit: i64 = $limit;
+                    'chunk: {
+                        let t_load = std::time::Instant::now();
+                        let data = load_chunk!($tx, c.id, after, upto, limit, opts.period);
+                        let load_ms = t_load.elapsed().as_millis();
+                        let t_plan = std::time::Instant::now();
+                        let Some(last) = data.accounts.last().map(|a| a.id) else {
+                            break 'chunk Ok::<_, StoreError>((None, CommunityRun::default()));
+                        };
+                        let mut counts = CommunityRun::default();
+                        let mut to_write: Vec<ToWrite> = Vec::new();
+                        let mut states: Vec<(i64, i64, MeterState)> = Vec::new();
+                        let mut alerts: Vec<(i64, crate::billing::engine::AlertPlan)> = Vec::new();
+                        for a in &data.accounts {
+                            counts.accounts += 1;
+                            if data.billed.contains(&a.id) {
+                                counts.already_billed += 1;
                                 continue;
                             }
-                        };
-                        let mut estimated: BTreeMap<Utility, Vec<EstimatedBill>> = BTreeMap::new();
-                        let mut rerate: BTreeMap<Utility, Vec<(i64, Option<Period>)>> = BTreeMap::new();
-                        for m in &meters {
-                            if let Some(anchor_period) = needs_rerate(m) {
-                                rerate.entry(m.utility).or_default().push((m.id, anchor_period));
+                            let meters = match meter_inputs(&data, a.id) {
+                                Ok(m) => m,
+                                Err(reason) => {
+                                    counts.skipped.push(Skipped {
+                                        account_code: a.code.clone(),
+                                        reason,
+                                    });
+                                    continue;
+                                }
+                            };
+                            let mut estimated: BTreeMap<Utility, Vec<EstimatedBill>> = BTreeMap::new();
+                            let mut rerate: BTreeMap<Utility, Vec<(i64, Option<Period>)>> = BTreeMap::new();
+                            for m in &meters {
+                                if let Some(anchor_period) = needs_rerate(m) {
+                                    rerate.entry(m.utility).or_default().push((m.id, anchor_period));
+                                }
                             }
-                        }
-                        for (u, ms) in &rerate {
-                            let bills = load_estimated!(tx, a.id, *u, ms.iter());
-                            estimated.insert(*u, bills);
-                        }
-                        let input = AccountInput {
-                            account_id: a.id,
-                            customer_class: a.customer_class.clone(),
-                            opened_on: a.opened_on,
-                            area_m2: a.area_m2_e2.map(|v| Decimal::new(v, 2)),
-                            occupied: a.occupied.unwrap_or(true),
-                            meters,
-                            tariffs: &tariffs,
-                            history: data.history.get(&a.id).cloned().unwrap_or_default(),
-                            estimated,
-                            period: opts.period,
-                            alert_multiple: settings.alert_multiple(),
-                        };
-                        let plan: AccountPlan = match plan_account(&input) {
-                            Ok(p) => p,
-                            Err(reason) => {
-                                counts.skipped.push(Skipped {
-                                    account_code: a.code.clone(),
-                                    reason,
-                                });
+                            for (u, ms) in &rerate {
+                                let bills = load_estimated!($tx, a.id, *u, ms.iter());
+                                estimated.insert(*u, bills);
+                            }
+                            let input = AccountInput {
+                                account_id: a.id,
+                                customer_class: a.customer_class.clone(),
+                                opened_on: a.opened_on,
+                                area_m2: a.area_m2_e2.map(|v| Decimal::new(v, 2)),
+                                occupied: a.occupied.unwrap_or(true),
+                                meters,
+                                tariffs: &tariffs,
+                                history: data.history.get(&a.id).cloned().unwrap_or_default(),
+                                estimated,
+                                period: opts.period,
+                                alert_multiple: settings.alert_multiple(),
+                            };
+                            let plan: AccountPlan = match plan_account(&input) {
+                                Ok(p) => p,
+                                Err(reason) => {
+                                    counts.skipped.push(Skipped {
+                                        account_code: a.code.clone(),
+                                        reason,
+                                    });
+                                    continue;
+                                }
+                            };
+                            let Some(regular) = plan.regular else {
+                                counts.without_new_readings += 1;
                                 continue;
+                            };
+                            counts.bills_issued += 1;
+                            counts.total_fen += regular.total.get();
+                            for adj in plan.adjustments {
+                                counts.adjustment_bills += 1;
+                                counts.adjustments_fen += adj.bill.total.get();
+                                to_write.push(ToWrite {
+                                    account_id: a.id,
+                                    kind: "adjustment",
+                                    adjusts: Some(adj.adjusts_bill_id),
+                                    period: adj.period,
+                                    reason: Some(adj.reason),
+                                    plan: adj.bill,
+                                });
                             }
-                        };
-                        let Some(regular) = plan.regular else {
-                            counts.without_new_readings += 1;
-                            continue;
-                        };
-                        counts.bills_issued += 1;
-                        counts.total_fen += regular.total.get();
-                        for adj in plan.adjustments {
-                            counts.adjustment_bills += 1;
-                            counts.adjustments_fen += adj.bill.total.get();
                             to_write.push(ToWrite {
                                 account_id: a.id,
-                                kind: "adjustment",
-                                adjusts: Some(adj.adjusts_bill_id),
-                                period: adj.period,
-                                reason: Some(adj.reason),
-                                plan: adj.bill,
+                                kind: "regular",
+                                adjusts: None,
+                                period: opts.period,
+                                reason: None,
+                                plan: regular,
                             });
+                            for s in plan.states {
+                                states.push((s.meter_id, a.id, s.state));
+                            }
+                            for al in plan.alerts {
+                                counts.alerts += 1;
+                                alerts.push((a.id, al));
+                            }
                         }
-                        to_write.push(ToWrite {
-                            account_id: a.id,
-                            kind: "regular",
-                            adjusts: None,
-                            period: opts.period,
-                            reason: None,
-                            plan: regular,
-                        });
-                        for s in plan.states {
-                            states.push((s.meter_id, a.id, s.state));
+                        let plan_ms = t_plan.elapsed().as_millis();
+                        if opts.dry_run || to_write.is_empty() {
+                            break 'chunk Ok((Some(last), counts));
                         }
-                        for al in plan.alerts {
-                            counts.alerts += 1;
-                            alerts.push((a.id, al));
+                        let t_write = std::time::Instant::now();
+                        let ids = write_bills_in_tx!($tx, c.id, &to_write, due, run_id, actor, now);
+                        let bills_ms = t_write.elapsed().as_millis();
+                        // Meters' billing state, pointing at each account's regular bill.
+                        let regular_of: HashMap<i64, i64> = to_write
+                            .iter()
+                            .zip(&ids)
+                            .filter(|(w, _)| w.kind == "regular")
+                            .map(|(w, id)| (w.account_id, *id))
+                            .collect();
+                        let mut st = crate::store::bulk::StateCols::default();
+                        for (meter, account, state) in &states {
+                            st.meter_id.push(*meter);
+                            st.account_id.push(*account);
+                            st.reading_id.push(state.last.id);
+                            st.read_at.push(state.last.read_at);
+                            st.value_e4.push(e4(state.last.value));
+                            st.kind.push(state.last.kind.as_str());
+                            st.anchor_reading_id.push(state.anchor.id);
+                            st.anchor_at.push(state.anchor.read_at);
+                            st.anchor_value_e4.push(e4(state.anchor.value));
+                            st.anchor_period.push(state.anchor_period.map(|p| p.to_string()));
+                            st.bill_id.push(regular_of.get(account).copied().unwrap_or_default());
                         }
-                    }
-                    let plan_ms = t_plan.elapsed().as_millis();
-                    if opts.dry_run || to_write.is_empty() {
-                        break 'chunk Ok((Some(last), counts));
-                    }
-                    let t_write = std::time::Instant::now();
-                    let ids = write_bills_in_tx!(tx, c.id, &to_write, due, run_id, actor, now);
-                    let bills_ms = t_write.elapsed().as_millis();
-                    // Meters' billing state, pointing at each account's regular bill.
-                    let regular_of: HashMap<i64, i64> = to_write
-                        .iter()
-                        .zip(&ids)
-                        .filter(|(w, _)| w.kind == "regular")
-                        .map(|(w, id)| (w.account_id, *id))
-                        .collect();
-                    let mut st = crate::store::bulk::StateCols::default();
-                    for (meter, account, state) in &states {
-                        st.meter_id.push(*meter);
-                        st.account_id.push(*account);
-                        st.reading_id.push(state.last.id);
-                        st.read_at.push(state.last.read_at);
-                        st.value_e4.push(e4(state.last.value));
-                        st.kind.push(state.last.kind.as_str());
-                        st.anchor_reading_id.push(state.anchor.id);
-                        st.anchor_at.push(state.anchor.read_at);
-                        st.anchor_value_e4.push(e4(state.anchor.value));
-                        st.anchor_period.push(state.anchor_period.map(|p| p.to_string()));
-                        st.bill_id.push(regular_of.get(account).copied().unwrap_or_default());
-                    }
-                    crate::store::bulk::Bulk::upsert_meter_states(&mut tx, &st, now)
-                        .await
-                        .map_err(|e| StoreError::db("saving meters' billing state", e))?;
-                    for chunk in alerts.chunks(ROWS) {
-                        let mut qb = sqlx::QueryBuilder::new(
-                            "INSERT INTO usage_alerts (community_id, account_id, utility, period, kind, usage_e4, baseline_e4, detail, created_at) ",
-                        );
-                        qb.push_values(chunk, |mut b, (account, al)| {
-                            b.push_bind(c.id)
-                                .push_bind(*account)
-                                .push_bind(al.utility.as_str())
-                                .push_bind(opts.period.to_string())
-                                .push_bind(al.kind)
-                                .push_bind(e4(al.usage))
-                                .push_bind(e4(al.baseline))
-                                .push_bind(al.detail.clone())
-                                .push_bind(now);
-                        });
-                        qb.push(" ON CONFLICT (account_id, utility, period, kind) DO NOTHING");
-                        qb.build()
-                            .execute(&mut *tx)
+                        crate::store::bulk::Bulk::upsert_meter_states(&mut $tx, &st, now)
                             .await
-                            .map_err(|e| StoreError::db("recording usage alerts", e))?;
-                    }
-                    let state_ms = t_write.elapsed().as_millis() - bills_ms;
-                    // The ledger: each bill's issue.
-                    let date = cst_date(now);
-                    // One entry for the chunk's bills: a debit per account, a credit per revenue
-                    // or payable account (per bill, it would be six journal rows for each).
-                    let entries: Vec<JournalEntry> = issue_batch_entry(
-                        run_id.unwrap_or_default(),
-                        after,
-                        opts.period,
-                        to_write.iter().zip(&ids).map(|(w, id)| (*id, w.account_id, &w.plan)),
-                        date,
-                        actor,
-                    )
-                    .into_iter()
-                    .collect();
-                    post_entries_batch_in_tx!(tx, &entries, now);
-                    let ledger_ms = t_write.elapsed().as_millis() - bills_ms - state_ms;
-                    tracing::trace!(state_ms, ledger_ms, "bill run writes");
-                    // Credit notes from re-rating, then credit held for the customer settles new bills.
-                    let mut noted: BTreeSet<i64> = BTreeSet::new();
-                    for (w, id) in to_write.iter().zip(&ids) {
-                        if w.plan.total.is_negative() {
-                            noted.insert(w.account_id);
-                            if let Some(target) = w.adjusts {
-                                apply_credit_note_in_tx!(
-                                    tx,
-                                    w.account_id,
-                                    *id,
-                                    Fen::new(-w.plan.total.get()),
-                                    target,
-                                    settings.allocation_order,
-                                    settings.penalty_first,
-                                    actor,
-                                    now
+                            .map_err(|e| StoreError::db("saving meters' billing state", e))?;
+                        for chunk in alerts.chunks(ROWS) {
+                            let mut qb = sqlx::QueryBuilder::new(
+                                "INSERT INTO usage_alerts (community_id, account_id, utility, period, kind, usage_e4, baseline_e4, detail, created_at) ",
+                            );
+                            qb.push_values(chunk, |mut b, (account, al)| {
+                                b.push_bind(c.id)
+                                    .push_bind(*account)
+                                    .push_bind(al.utility.as_str())
+                                    .push_bind(opts.period.to_string())
+                                    .push_bind(al.kind)
+                                    .push_bind(e4(al.usage))
+                                    .push_bind(e4(al.baseline))
+                                    .push_bind(al.detail.clone())
+                                    .push_bind(now);
+                            });
+                            qb.push(" ON CONFLICT (account_id, utility, period, kind) DO NOTHING");
+                            qb.build()
+                                .execute(&mut *$tx)
+                                .await
+                                .map_err(|e| StoreError::db("recording usage alerts", e))?;
+                        }
+                        let state_ms = t_write.elapsed().as_millis() - bills_ms;
+                        // The ledger: each bill's issue.
+                        let date = cst_date(now);
+                        // One entry for the chunk's bills: a debit per account, a credit per revenue
+                        // or payable account (per bill, it would be six journal rows for each).
+                        let entries: Vec<JournalEntry> = issue_batch_entry(
+                            run_id.unwrap_or_default(),
+                            after,
+                            opts.period,
+                            to_write.iter().zip(&ids).map(|(w, id)| (*id, w.account_id, &w.plan)),
+                            date,
+                            actor,
+                        )
+                        .into_iter()
+                        .collect();
+                        post_entries_batch_in_tx!($tx, &entries, now);
+                        let ledger_ms = t_write.elapsed().as_millis() - bills_ms - state_ms;
+                        tracing::trace!(state_ms, ledger_ms, "bill run writes");
+                        // Credit notes from re-rating, then credit held for the customer settles new bills.
+                        let mut noted: BTreeSet<i64> = BTreeSet::new();
+                        for (w, id) in to_write.iter().zip(&ids) {
+                            if w.plan.total.is_negative() {
+                                noted.insert(w.account_id);
+                                if let Some(target) = w.adjusts {
+                                    apply_credit_note_in_tx!(
+                                        $tx,
+                                        w.account_id,
+                                        *id,
+                                        Fen::new(-w.plan.total.get()),
+                                        target,
+                                        settings.allocation_order,
+                                        settings.penalty_first,
+                                        actor,
+                                        now
+                                    );
+                                }
+                            }
+                        }
+                        let mut credit_entries = Vec::new();
+                        let mut by_account: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+                        for (w, id) in to_write.iter().zip(&ids) {
+                            if w.plan.total.is_positive() && data.credit.contains_key(&w.account_id) {
+                                by_account
+                                    .entry(w.account_id)
+                                    .or_default()
+                                    .push((*id, w.plan.total.get()));
+                            }
+                        }
+                        let mut credit_shares: Vec<(i64, Share)> = Vec::new();
+                        for (account, mut bills) in by_account {
+                            if noted.contains(&account) {
+                                // A credit note may already have settled part of the new bills.
+                                let now_owed: HashMap<i64, i64> = account_bills_in_tx!($tx, account)
+                                    .into_iter()
+                                    .map(|b| (b.bill_id, b.outstanding_fen))
+                                    .collect();
+                                for (bill, total) in bills.iter_mut() {
+                                    *total = now_owed.get(bill).copied().unwrap_or_default();
+                                }
+                            }
+                            let mut left = data.credit.get(&account).copied().unwrap_or_default();
+                            let mut used = 0i64;
+                            for (bill, total) in bills {
+                                let take = total.min(left);
+                                if take <= 0 {
+                                    break;
+                                }
+                                left -= take;
+                                used += take;
+                                credit_shares.push((
+                                    account,
+                                    Share {
+                                        bill_id: bill,
+                                        principal: Fen::new(take),
+                                        late_fee: Fen::ZERO,
+                                    },
+                                ));
+                            }
+                            if used > 0 {
+                                counts.settled_from_credit_fen += used;
+                                let reference = format!("run:{}:account:{account}", run_id.unwrap_or_default());
+                                credit_entries.push(
+                                    JournalEntry::transfer(
+                                        "bill.settle_from_credit",
+                                        reference,
+                                        date,
+                                        actor,
+                                        LedgerAccount::CustomerCredit { account_id: account },
+                                        LedgerAccount::Receivable { account_id: account },
+                                        Fen::new(used),
+                                    )
+                                    .map_err(|e| StoreError::Refused {
+                                        what: "settling bills from credit",
+                                        reason: e.to_string(),
+                                    })?,
                                 );
                             }
                         }
-                    }
-                    let mut credit_entries = Vec::new();
-                    let mut by_account: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
-                    for (w, id) in to_write.iter().zip(&ids) {
-                        if w.plan.total.is_positive() && data.credit.contains_key(&w.account_id) {
-                            by_account
-                                .entry(w.account_id)
-                                .or_default()
-                                .push((*id, w.plan.total.get()));
-                        }
-                    }
-                    let mut credit_shares: Vec<(i64, Share)> = Vec::new();
-                    for (account, mut bills) in by_account {
-                        if noted.contains(&account) {
-                            // A credit note may already have settled part of the new bills.
-                            let now_owed: HashMap<i64, i64> = account_bills_in_tx!(tx, account)
-                                .into_iter()
-                                .map(|b| (b.bill_id, b.outstanding_fen))
-                                .collect();
-                            for (bill, total) in bills.iter_mut() {
-                                *total = now_owed.get(bill).copied().unwrap_or_default();
-                            }
-                        }
-                        let mut left = data.credit.get(&account).copied().unwrap_or_default();
-                        let mut used = 0i64;
-                        for (bill, total) in bills {
-                            let take = total.min(left);
-                            if take <= 0 {
-                                break;
-                            }
-                            left -= take;
-                            used += take;
-                            credit_shares.push((
-                                account,
-                                Share {
-                                    bill_id: bill,
-                                    principal: Fen::new(take),
-                                    late_fee: Fen::ZERO,
-                                },
-                            ));
-                        }
-                        if used > 0 {
-                            counts.settled_from_credit_fen += used;
-                            let reference = format!("run:{}:account:{account}", run_id.unwrap_or_default());
-                            credit_entries.push(
-                                JournalEntry::transfer(
-                                    "bill.settle_from_credit",
-                                    reference,
-                                    date,
-                                    actor,
-                                    LedgerAccount::CustomerCredit { account_id: account },
-                                    LedgerAccount::Receivable { account_id: account },
-                                    Fen::new(used),
-                                )
-                                .map_err(|e| StoreError::Refused {
-                                    what: "settling bills from credit",
-                                    reason: e.to_string(),
-                                })?,
+                        for (account, share) in &credit_shares {
+                            insert_allocations_in_tx!(
+                                $tx,
+                                *account,
+                                std::slice::from_ref(share),
+                                "credit",
+                                "credit".to_string(),
+                                now
                             );
                         }
-                    }
-                    for (account, share) in &credit_shares {
-                        insert_allocations_in_tx!(
-                            tx,
-                            *account,
-                            std::slice::from_ref(share),
-                            "credit",
-                            "credit".to_string(),
-                            now
+                        post_entries_batch_in_tx!($tx, &credit_entries, now);
+                        tracing::debug!(
+                            accounts = counts.accounts,
+                            load_ms,
+                            plan_ms,
+                            bills_ms,
+                            rest_ms = t_write.elapsed().as_millis() - bills_ms,
+                            "bill run chunk"
                         );
+                        Ok((Some(last), counts))
                     }
-                    post_entries_batch_in_tx!(tx, &credit_entries, now);
-                    tracing::debug!(
-                        accounts = counts.accounts,
-                        load_ms,
-                        plan_ms,
-                        bills_ms,
-                        rest_ms = t_write.elapsed().as_millis() - bills_ms,
-                        "bill run chunk"
-                    );
-                    Ok((Some(last), counts))
-                })?;
-                let Some(last) = last else { break };
-                after = last;
-                done += counts.accounts;
-                progress(done);
-                run.accounts += counts.accounts;
-                run.bills_issued += counts.bills_issued;
-                run.adjustment_bills += counts.adjustment_bills;
-                run.already_billed += counts.already_billed;
-                run.without_new_readings += counts.without_new_readings;
-                run.skipped.extend(counts.skipped);
-                run.total_fen += counts.total_fen;
-                run.adjustments_fen += counts.adjustments_fen;
-                run.settled_from_credit_fen += counts.settled_from_credit_fen;
-                run.alerts += counts.alerts;
+                }};
+            }
+            let what = "running bills";
+            match &self.backend {
+                // One writer: chunks one after another, each `chunk` accounts after the last.
+                Backend::Sqlite { writer, .. } => {
+                    let mut after = 0i64;
+                    loop {
+                        let mut tx = writer
+                            .begin_with("BEGIN IMMEDIATE")
+                            .await
+                            .map_err(|e| StoreError::db(what, e))?;
+                        let (last, counts) = bill_chunk!(tx, after, i64::MAX, chunk as i64)?;
+                        tx.commit().await.map_err(|e| StoreError::db(what, e))?;
+                        let Some(last) = last else { break };
+                        after = last;
+                        done += counts.accounts;
+                        progress(done);
+                        run.absorb(counts);
+                    }
+                }
+                // The server's CPU bounds a chunk (its writes), so chunks run
+                // [`PG_BILL_RUN_LANES`] at a time, each in its own transaction over its own range
+                // of accounts, fixed before the first starts so no two can meet. Runs of one
+                // community still take turns: a transaction of the run's own holds an advisory
+                // lock on the community until the run ends (or its connection drops).
+                Backend::Postgres(pg) => {
+                    let mut turn = pg.begin().await.map_err(|e| StoreError::db(what, e))?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(BILL_RUN_LOCK_CLASS << 32 | (c.id & 0xffff_ffff))
+                        .execute(&mut *turn)
+                        .await
+                        .map_err(|e| StoreError::db("waiting for the community's other bill run", e))?;
+                    // Every `chunk`-th active account id: the ranges' upper ends.
+                    let ends: Vec<i64> = sqlx::query_scalar(
+                        "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM accounts \
+                         WHERE community_id = $1 AND status = 'active') t WHERE n % $2 = 0 ORDER BY id",
+                    )
+                    .bind(c.id)
+                    .bind(chunk as i64)
+                    .fetch_all(&mut *turn)
+                    .await
+                    .map_err(|e| StoreError::db("dividing a bill run into chunks", e))?;
+                    let starts = std::iter::once(0i64).chain(ends.iter().copied());
+                    let ranges: Vec<(i64, i64)> = starts.zip(ends.iter().copied().chain([i64::MAX])).collect();
+                    // No limit within a range: an account opened since the ranges were drawn is
+                    // billed with its neighbours.
+                    let mut chunks = futures::stream::iter(ranges)
+                        .map(|(after, upto)| async move {
+                            let mut tx = pg.begin().await.map_err(|e| StoreError::db(what, e))?;
+                            let out = bill_chunk!(tx, after, upto, i64::MAX)?;
+                            tx.commit().await.map_err(|e| StoreError::db(what, e))?;
+                            Ok::<_, StoreError>(out)
+                        })
+                        .buffered(PG_BILL_RUN_LANES);
+                    while let Some(result) = futures::StreamExt::next(&mut chunks).await {
+                        let (_, counts) = result?;
+                        done += counts.accounts;
+                        progress(done);
+                        run.absorb(counts);
+                    }
+                    drop(chunks);
+                    turn.commit().await.map_err(|e| StoreError::db(what, e))?;
+                }
             }
             if let Some(id) = run_id {
                 let summary = serde_json::to_value(&run).unwrap_or_default();

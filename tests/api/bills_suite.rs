@@ -844,3 +844,69 @@ async fn an_account_without_a_tariff_is_skipped_with_the_reason_and_the_others_a
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn a_run_in_small_chunks_bills_every_account_once_and_posts_one_entry_per_chunk() {
+    // Seven accounts in chunks of two: four chunks (on PostgreSQL two at a time, each over its
+    // own range of accounts).
+    let db = TestDb::new().await;
+    let mut csv = String::from("code,name,building,unit,door_no,meters\n");
+    for i in 1..=7 {
+        csv.push_str(&format!("K{i},Resident {i},1,1,10{i},KE{i}:electricity:6\n"));
+    }
+    let c = community(&db, "CH", &csv, FLAT).await;
+    let s = &db.store;
+    let meters: Vec<String> = (1..=7).map(|i| format!("KE{i}")).collect();
+    // Account i uses 10 × i kWh in February.
+    let february: Vec<String> = (1..=7).map(|i| (1000 + 10 * i).to_string()).collect();
+    let mut rows = Vec::new();
+    for (m, v) in meters.iter().zip(&february) {
+        rows.push((m.as_str(), "electricity", cst(2026, 1, 25, 8), "1000", "actual"));
+        rows.push((m.as_str(), "electricity", cst(2026, 2, 25, 8), v.as_str(), "actual"));
+    }
+    readings(s, &rows).await;
+    let mut opts = RunOptions::new(period("2026-02"));
+    opts.community = Some("CH".into());
+    opts.chunk = 2;
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let r = s
+        .run_bills(&opts, "test", None, cst(2026, 3, 1, 9), &|n| {
+            seen.store(n, std::sync::atomic::Ordering::SeqCst)
+        })
+        .await
+        .unwrap();
+    let cr = &r.communities[0];
+    assert_eq!((cr.accounts, cr.bills_issued, cr.already_billed), (7, 7, 0));
+    // 0.50 yuan × 10 × (1 + … + 7) kWh = 140 yuan.
+    assert_eq!(cr.total_fen, 14_000);
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        7,
+        "progress reaches every account"
+    );
+    for i in 1..=7 {
+        let b = bill(s, &c, &format!("K{i}"), "2026-02").await;
+        assert_eq!(b.total_fen, 500 * i, "K{i}");
+        assert_total_is_sum_of_lines(&b);
+    }
+    assert_eq!(s.list_bills(&Default::default()).await.unwrap().len(), 7);
+    // One issue entry per chunk, named by the account id each chunk started after.
+    let run_id = cr.run_id.unwrap();
+    let first = s
+        .entry_lines("bills.issue", &format!("run:{run_id}:after:0"))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3, "two receivables and the revenue: {first:?}");
+    assert_eq!(s.entry_count().await.unwrap(), 4);
+    // Again, in other chunks: nothing new.
+    opts.chunk = 3;
+    let again = s
+        .run_bills(&opts, "test", None, cst(2026, 3, 2, 9), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.communities[0].bills_issued, again.communities[0].already_billed),
+        (0, 7)
+    );
+    assert_eq!(s.entry_count().await.unwrap(), 4);
+}
