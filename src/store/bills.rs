@@ -10,6 +10,9 @@
 //! `revenue:{utility}` (or a line's `payable:{name}`) by their lines. A bill issued on its own
 //! (an operator's adjustment) posts `bill.issue` / `bill:{id}` the same way. A chunk that fails leaves nothing; accounts already billed for the period are
 //! skipped, so re-running a period never duplicates a bill and completes an interrupted run.
+//! SQLite runs the chunks one after another; PostgreSQL runs [`PG_BILL_RUN_LANES`] at a time,
+//! each over its own range of account ids fixed before the first starts, while the run holds an
+//! advisory lock on the community so two runs of it take turns.
 //!
 //! **Money applied to bills** is recorded in `bill_allocations` and mirrored in the ledger:
 //! a payment ([`allocate_payment_in_tx!`]), the account's credit (new bills are settled from
