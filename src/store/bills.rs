@@ -10,7 +10,7 @@
 //! `revenue:{utility}` (or a line's `payable:{name}`) by their lines. A bill issued on its own
 //! (an operator's adjustment) posts `bill.issue` / `bill:{id}` the same way. A chunk that fails leaves nothing; accounts already billed for the period are
 //! skipped, so re-running a period never duplicates a bill and completes an interrupted run.
-//! SQLite runs the chunks one after another; PostgreSQL runs [`PG_BILL_RUN_LANES`] at a time,
+//! SQLite runs the chunks one after another; PostgreSQL runs `PG_BILL_RUN_LANES` at a time,
 //! each over its own range of account ids fixed before the first starts, while the run holds an
 //! advisory lock on the community so two runs of it take turns.
 //!
@@ -326,7 +326,7 @@ struct ChunkData {
     credit: HashMap<i64, i64>,
 }
 
-/// Load a chunk: the next `$limit` active accounts of the community after account id `$after`.
+/// Load a chunk: at most `$limit` active accounts of the community with `$after < id <= $upto`.
 macro_rules! load_chunk {
     ($tx:expr, $community_id:expr, $after:expr, $upto:expr, $limit:expr, $period:expr) => {{
         let what = "loading accounts for a bill run";

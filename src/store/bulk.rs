@@ -308,12 +308,14 @@ impl<'c> Bulk for sqlx::Transaction<'c, sqlx::Sqlite> {
             });
             qb.build().execute(&mut **self).await?;
         }
-        let text: Option<String> = sqlx::query_scalar(
-            "SELECT json_group_array(json_array(id, account_id, kind, adjusts_bill_id)) FROM bills WHERE id > $1",
-        )
-        .bind(before)
-        .fetch_one(&mut **self)
-        .await?;
+        let sql = crate::store::packed::packed_sql(
+            &["id", "account_id", "kind", "adjusts_bill_id"],
+            "FROM bills WHERE id > $1",
+        );
+        let text: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .fetch_one(&mut **self)
+            .await?;
         let out: Vec<(i64, i64, String, Option<i64>)> =
             crate::store::packed::unpack(text.as_deref()).map_err(|e| sqlx::Error::Decode(e.into()))?;
         if out.len() != c.account_id.len() {
